@@ -1,0 +1,13 @@
+# Every target runs the idempotent set-up first (a no-op when the stack is already complete).
+PYTHON ?= python3
+export PYTHON
+
+.PHONY: install test demo
+install:
+	bash tools/install.sh
+
+test: install
+	$(PYTHON) -m pytest tests -q -p no:cacheprovider
+
+demo: install
+	$(PYTHON) tools/demo.py

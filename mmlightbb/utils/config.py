@@ -1,0 +1,38 @@
+"""Config loading with errors that name the problem (missing file, unknown --cfg-options key)."""
+import os.path as osp
+from typing import Optional
+
+from mmengine.config import Config
+
+
+def _has_path(cfg: dict, dotted: str) -> bool:
+    node = cfg
+    for part in dotted.split('.'):
+        if isinstance(node, (list, tuple)) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        elif isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
+            return False
+    return True
+
+
+def load_config(path: str, cfg_options: Optional[dict] = None) -> Config:
+    """``Config.fromfile`` + ``merge_from_dict`` that refuse a missing file or an unknown option key.
+
+    A ``--cfg-options`` key whose parent exists may add a new leaf (e.g.
+    ``model.backbone.init_cfg.checkpoint``); a key whose parent is missing is a typo and is refused.
+    """
+    if not osp.isfile(path):
+        raise SystemExit(f'config file not found: {path!r} (the configs shipped with mmlightbb are '
+                         'under configs/; run the command from the repository root)')
+    cfg = Config.fromfile(path)
+    for key in (cfg_options or {}):
+        parent = key.rsplit('.', 1)[0] if '.' in key else ''
+        if parent and not _has_path(cfg, parent):
+            raise SystemExit(f'--cfg-options key {key!r}: {parent!r} does not exist in {path}. '
+                             'Check the spelling against `python -c "from mmengine import Config; '
+                             f"print(Config.fromfile('{path}').pretty_text)\"`.")
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    return cfg

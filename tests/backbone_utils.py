@@ -1,0 +1,89 @@
+"""Helpers shared by the backbone tests."""
+import torch
+from mmengine.analysis import FlopAnalyzer
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+# Ops that papers' "FLOPs" (fvcore/thop style MAC counts of conv and linear layers) leave out.
+NON_MATMUL_OPS = ('aten::batch_norm', 'aten::group_norm', 'aten::layer_norm', 'aten::instance_norm',
+                  'aten::upsample_nearest2d', 'aten::upsample_bilinear2d',
+                  'aten::adaptive_avg_pool2d', 'aten::grid_sampler')
+
+
+def count_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+class _Call(nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(x)
+
+
+def count_macs(fn, shape=(1, 3, 224, 224), conv_linear_only=False) -> int:
+    """Multiply-accumulates counted by mmengine's FlopAnalyzer (it counts one MAC as one "flop").
+
+    ``fn`` is a module or a callable (e.g. ``model.classify``). With ``conv_linear_only`` the
+    norm/pooling/upsampling ops are not counted, as in the papers' tables.
+    """
+    module = fn if isinstance(fn, nn.Module) else _Call(fn)
+    analyzer = FlopAnalyzer(module, (torch.randn(shape), ))
+    if conv_linear_only:
+        analyzer.set_op_handle(**{op: None for op in NON_MATMUL_OPS})
+    analyzer.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+    with torch.no_grad():
+        return analyzer.total()
+
+
+def randomize_bn_stats(model: nn.Module, seed: int = 0) -> None:
+    """Give every BN non-trivial statistics and affine parameters so folding is really tested."""
+    gen = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, _BatchNorm):
+            n = m.num_features
+            m.running_mean.copy_(torch.randn(n, generator=gen) * 0.1)
+            m.running_var.copy_(torch.rand(n, generator=gen) * 0.5 + 0.75)
+            if m.affine:
+                with torch.no_grad():
+                    m.weight.copy_(torch.rand(n, generator=gen) * 0.5 + 0.75)
+                    m.bias.copy_(torch.randn(n, generator=gen) * 0.1)
+
+
+def max_rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Max absolute difference relative to the reference's largest magnitude."""
+    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item()
+
+
+def assert_deploy_equal(model: nn.Module, shape=(2, 3, 64, 64), tol=1e-5, seed=0) -> None:
+    """Outputs before and after ``switch_to_deploy()`` agree within ``tol`` (relative), per map."""
+    torch.manual_seed(seed)
+    randomize_bn_stats(model, seed)
+    model.eval()
+    x = torch.randn(shape)
+    with torch.no_grad():
+        before = model(x)
+        model.switch_to_deploy()
+        after = model(x)
+    assert len(before) == len(after)
+    for b, a in zip(before, after):
+        assert a.shape == b.shape
+        diff = max_rel_diff(a, b)
+        assert diff <= tol, f'deploy changed the output: max relative difference {diff:.2e} > {tol}'
+
+
+def assert_frozen(model, frozen_stages: int) -> None:
+    """Frozen parts have no trainable params and their norms stay in eval mode after train()."""
+    model.train()
+    for index in range(frozen_stages + 1):
+        for module in model.frozen_modules(index):
+            assert not module.training
+            for m in module.modules():
+                if isinstance(m, (_BatchNorm, nn.LayerNorm, nn.GroupNorm)):
+                    assert not m.training
+            assert all(not p.requires_grad for p in module.parameters())
+    for index in range(frozen_stages + 1, 5):
+        for module in model.frozen_modules(index):
+            assert all(p.requires_grad for p in module.parameters())
