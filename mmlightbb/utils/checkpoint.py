@@ -36,9 +36,25 @@ def _numpy_globals():
     return [core.multiarray._reconstruct, core.multiarray.scalar, np.ndarray, np.dtype] + dtype_classes
 
 
+HISTORY_BUFFER_STATISTICS = ('min', 'max', 'mean', 'current')  # set by _set_default_statistics
+
+
+def _history_buffer_statistic(obj, name):
+    """Stand-in for ``builtins.getattr`` while unpickling: HistoryBuffer pickles its statistics
+    methods as ``getattr(HistoryBuffer, 'mean')``; any other lookup is refused."""
+    if obj is HistoryBuffer and name in HISTORY_BUFFER_STATISTICS + tuple(
+            HistoryBuffer._statistics_methods):
+        return getattr(HistoryBuffer, name)
+    raise pickle.UnpicklingError(
+        f'GLOBAL builtins.getattr used as getattr({obj!r}, {name!r}); only HistoryBuffer '
+        'statistics methods may be looked up')
+
+
 # What mmengine 0.10.7's Runner puts into a checkpoint besides tensors: numpy arrays, scalars and
-# dtypes inside the message hub, and the HistoryBuffer objects that hold the log history.
-RUNNER_CHECKPOINT_GLOBALS = _numpy_globals() + [HistoryBuffer]
+# dtypes inside the message hub, the HistoryBuffer objects that hold the log history, and
+# getattr(HistoryBuffer, <statistic>) (served by the restricted stand-in above, never the builtin).
+RUNNER_CHECKPOINT_GLOBALS = _numpy_globals() + [
+    HistoryBuffer, (_history_buffer_statistic, 'builtins.getattr')]
 
 
 def register_runner_checkpoint_globals():
@@ -60,28 +76,39 @@ def safe_load(filename, map_location='cpu'):
         raise FileNotFoundError(
             f'checkpoint file not found: {filename!r}. Check the path (relative paths are resolved '
             f'from {os.getcwd()!r}).')
+    if not zipfile.is_zipfile(filename):
+        with open(filename, 'rb') as f:
+            head = f.read(2)
+        if not head.startswith(b'\x80'):  # neither torch's zip format nor a legacy pickle
+            raise CheckpointFormatError(_format_message(filename, 'not a zip archive or pickle'))
     try:
         return torch.load(filename, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        match = re.search(r'GLOBAL ([\w.]+)', str(err))
-        if match is None and 'Weights only load failed' not in str(err):
+        text = str(err)
+        cause = err.__cause__ or err.__context__
+        if 'Weights only load failed' not in text or isinstance(cause, (EOFError, ValueError)):
             raise CheckpointFormatError(_format_message(filename, err)) from None
-        offending = match.group(1) if match else 'an object torch does not allow'
+        match = re.search(r'Unsupported global: GLOBAL ([\w.]+)', text)
+        if match:
+            reason = (f'unpickling it needs the Python global `{match.group(1)}`, which is not '
+                      'allowed with weights_only=True (a file can run arbitrary code this way)')
+        else:
+            detail = re.search(r'WeightsUnpickler error:\s*(.+)', text)
+            reason = detail.group(1).strip() if detail else text.splitlines()[0]
         raise UnsafeCheckpointError(
-            f'refused to load {filename!r}: unpickling it needs the Python global `{offending}`, '
-            'which is not allowed with weights_only=True (a file can run arbitrary code this way). '
-            'Nothing from the file was executed. If you trust the file and know where it came from, '
-            'convert it once with `torch.load(path, weights_only=False)` and save only its '
-            'state_dict with `torch.save(state_dict, new_path)`, then use new_path.') from None
+            f'refused to load {filename!r}: {reason}. Nothing from the file was executed. If you '
+            'trust the file and know where it came from, convert it once with '
+            '`torch.load(path, weights_only=False)` and save only its state_dict with '
+            '`torch.save(state_dict, new_path)`, then use new_path.') from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as err:
         raise CheckpointFormatError(_format_message(filename, err)) from None
 
 
 def _format_message(filename, err):
     size = os.path.getsize(filename)
+    detail = err if isinstance(err, str) else f'{type(err).__name__}: {str(err)[:200]}'
     return (f'{filename!r} ({size} bytes) is not a readable PyTorch checkpoint: it is truncated, '
-            f'corrupt or another kind of file ({type(err).__name__}: {str(err).splitlines()[0]}). '
-            'Download or copy it again.')
+            f'corrupt or another kind of file ({detail.strip()}). Download or copy it again.')
 
 
 @CheckpointLoader.register_scheme(prefixes='', force=True)
