@@ -87,5 +87,11 @@ test_evaluator = val_evaluator
 train_cfg = dict(max_epochs={max_epochs}, val_interval=1000)
 default_hooks = dict(checkpoint=dict(interval=1, max_keep_ckpts=5), logger=dict(interval=1))
 optim_wrapper = dict(optimizer=dict(lr=0.001))
+# no Mosaic/MixUp in this tiny pipeline, so no YOLOXModeSwitchHook (it needs MultiImageMixDataset)
+custom_hooks = [
+    dict(type='SyncNormHook', priority=48),
+    dict(type='EMAHook', ema_type='ExpMomentumEMA', momentum=0.0001, update_buffers=True,
+         priority=49),
+]
 randomness = dict(seed=0)
 """

@@ -29,7 +29,7 @@ def load_config(path: str, cfg_options: Optional[dict] = None) -> Config:
     cfg = Config.fromfile(path)
     for key in (cfg_options or {}):
         parent = key.rsplit('.', 1)[0] if '.' in key else ''
-        if parent and not _has_path(cfg, parent):
+        if parent and not _has_path(cfg.to_dict(), parent):
             raise SystemExit(f'--cfg-options key {key!r}: {parent!r} does not exist in {path}. '
                              'Check the spelling against `python -c "from mmengine import Config; '
                              f"print(Config.fromfile('{path}').pretty_text)\"`.")
