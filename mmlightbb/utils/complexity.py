@@ -14,14 +14,23 @@ def count_params(module: nn.Module) -> int:
 
 
 class _Call(nn.Module):
-    """Wrap a callable (e.g. ``model.classify``) so FlopAnalyzer can trace it."""
+    """Wrap a method of a module (e.g. ``model.classify``) so FlopAnalyzer can trace it.
 
-    def __init__(self, fn):
+    The owning module is registered as a child, so the tracer sees its parameters as inputs rather
+    than constants.
+    """
+
+    def __init__(self, method):
         super().__init__()
-        self.fn = fn
+        self.owner = method.__self__
+        self.name = method.__name__
 
     def forward(self, x):
-        return self.fn(x)
+        return getattr(self.owner, self.name)(x)
+
+
+def _zero_macs(inputs, outputs) -> int:
+    return 0
 
 
 def count_macs(fn, shape=(1, 3, 224, 224), conv_linear_only: bool = False) -> int:
@@ -33,7 +42,8 @@ def count_macs(fn, shape=(1, 3, 224, 224), conv_linear_only: bool = False) -> in
     module = fn if isinstance(fn, nn.Module) else _Call(fn)
     analyzer = FlopAnalyzer(module, (torch.randn(shape), ))
     if conv_linear_only:
-        analyzer.set_op_handle(**{op: None for op in NON_MATMUL_OPS})
+        # a handle of None only silences the op's warning in mmengine 0.10.7; a zero count skips it
+        analyzer.set_op_handle(**{op: _zero_macs for op in NON_MATMUL_OPS})
     analyzer.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
     with torch.no_grad():
         return analyzer.total()

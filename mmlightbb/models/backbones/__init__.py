@@ -1,3 +1,4 @@
 from .base import BaseBackbone
+from .fasternet import FasterNet
 
-__all__ = ['BaseBackbone']
+__all__ = ['BaseBackbone', 'FasterNet']

@@ -1,4 +1,4 @@
-from .conv_bn import ConvBN, bn_scale_shift, fold_bn
+from .conv_bn import ConvBN, bn_scale_shift, fold_bn, fuse_conv_norm
 from .norm import LayerNorm2d
 
-__all__ = ['ConvBN', 'bn_scale_shift', 'fold_bn', 'LayerNorm2d']
+__all__ = ['ConvBN', 'bn_scale_shift', 'fold_bn', 'fuse_conv_norm', 'LayerNorm2d']

@@ -26,6 +26,21 @@ def fold_bn(weight: torch.Tensor, bias: Optional[torch.Tensor],
     return folded_weight, folded_bias
 
 
+@torch.no_grad()
+def fuse_conv_norm(conv: nn.Conv2d, norm: nn.Module) -> Tuple[nn.Conv2d, nn.Module]:
+    """``(conv, norm)`` with an eval-mode BatchNorm folded into a new biased conv and replaced by
+    ``nn.Identity``; any other norm (or an already folded pair) is returned unchanged."""
+    if not (isinstance(norm, nn.modules.batchnorm._BatchNorm) and norm.track_running_stats):
+        return conv, norm
+    weight, bias = fold_bn(conv.weight, conv.bias, norm)
+    fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
+                      conv.padding, conv.dilation, conv.groups, bias=True,
+                      padding_mode=conv.padding_mode).to(weight)
+    fused.weight.copy_(weight)
+    fused.bias.copy_(bias)
+    return fused, nn.Identity()
+
+
 class ConvBN(nn.Module):
     """``conv`` -> ``bn`` -> ``act`` with the child names used by the official checkpoints.
 
@@ -50,15 +65,5 @@ class ConvBN(nn.Module):
             return self.conv.weight, self.conv.bias
         return fold_bn(self.conv.weight, self.conv.bias, self.bn)
 
-    @torch.no_grad()
     def switch_to_deploy(self):
-        if isinstance(self.bn, nn.Identity):
-            return
-        weight, bias = self.fused_weight_bias()
-        conv = self.conv
-        self.conv = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
-                              conv.padding, conv.dilation, conv.groups, bias=True,
-                              padding_mode=conv.padding_mode).to(weight.device, weight.dtype)
-        self.conv.weight.copy_(weight)
-        self.conv.bias.copy_(bias)
-        self.bn = nn.Identity()
+        self.conv, self.bn = fuse_conv_norm(self.conv, self.bn)

@@ -1,0 +1,284 @@
+"""FasterNet (CVPR 2023), "Run, Don't Walk: Chasing Higher FLOPS for Faster Neural Networks".
+
+Official code: https://github.com/JierunChen/FasterNet (``models/fasternet.py``). Module names
+follow it exactly, so the released ImageNet ``.pth`` files (flat state dicts) and the official
+mmdet-2 detector checkpoints load as they are; timm's re-organised layout is converted on load.
+"""
+import re
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+from mmcv.cnn import build_activation_layer, build_norm_layer
+from mmcv.cnn.bricks import DropPath
+from mmdet.registry import MODELS
+from torch import nn
+
+from ..layers import fuse_conv_norm
+from .base import BaseBackbone
+
+_RELU = dict(type='ReLU', inplace=True)
+_GELU = dict(type='GELU')
+
+
+class PartialConv(nn.Module):
+    """PConv: a dense 3x3 conv on the first ``channels // n_div`` channels; the rest pass through.
+
+    Split-and-concat, purely out of place: the caller keeps the input as its residual shortcut.
+    """
+
+    def __init__(self, channels: int, n_div: int):
+        super().__init__()
+        self.conv_channels = channels // n_div
+        self.split_sizes = (self.conv_channels, channels - self.conv_channels)
+        self.partial_conv3 = nn.Conv2d(self.conv_channels, self.conv_channels, 3, 1, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x1, x2 = torch.split(x, self.split_sizes, dim=1)  # views, no copy
+        return torch.cat((self.partial_conv3(x1), x2), dim=1)
+
+
+class MLPBlock(nn.Module):
+    """``x + DropPath([layer_scale *] mlp(PConv(x)))`` with ``mlp`` = 1x1, BN, act, 1x1."""
+
+    def __init__(self, channels: int, n_div: int, mlp_ratio: float, drop_path: float,
+                 layer_scale_init_value: float, norm_cfg: dict, act_cfg: dict):
+        super().__init__()
+        hidden = int(channels * mlp_ratio)
+        self.mlp = nn.Sequential(
+            nn.Conv2d(channels, hidden, 1, bias=False),
+            build_norm_layer(norm_cfg, hidden)[1],
+            build_activation_layer(act_cfg),
+            nn.Conv2d(hidden, channels, 1, bias=False))
+        self.spatial_mixing = PartialConv(channels, n_div)  # after mlp: the official key order
+        self.layer_scale = (nn.Parameter(torch.full((channels, ), float(layer_scale_init_value)))
+                            if layer_scale_init_value > 0 else None)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.mlp(self.spatial_mixing(x))
+        if self.layer_scale is not None:
+            y = y * self.layer_scale.view(-1, 1, 1)
+        return x + self.drop_path(y)
+
+    def switch_to_deploy(self):
+        self.mlp[0], self.mlp[1] = fuse_conv_norm(self.mlp[0], self.mlp[1])
+
+
+class BasicStage(nn.Module):
+
+    def __init__(self, channels: int, depth: int, drop_paths: Sequence[float], **block_kwargs):
+        super().__init__()
+        self.blocks = nn.Sequential(
+            *[MLPBlock(channels, drop_path=drop_paths[i], **block_kwargs) for i in range(depth)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(x)
+
+
+class PatchEmbed(nn.Module):
+    """Stem: non-overlapping 4x4/s4 conv + norm, no activation."""
+
+    def __init__(self, in_channels: int, channels: int, patch_size: int, norm_cfg: dict):
+        super().__init__()
+        self.proj = nn.Conv2d(in_channels, channels, patch_size, patch_size, bias=False)
+        self.norm = build_norm_layer(norm_cfg, channels)[1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.proj(x))
+
+    def switch_to_deploy(self):
+        self.proj, self.norm = fuse_conv_norm(self.proj, self.norm)
+
+
+class PatchMerging(nn.Module):
+    """Downsampling: non-overlapping 2x2/s2 conv doubling the channels + norm, no activation."""
+
+    def __init__(self, channels: int, norm_cfg: dict):
+        super().__init__()
+        self.reduction = nn.Conv2d(channels, 2 * channels, 2, 2, bias=False)
+        self.norm = build_norm_layer(norm_cfg, 2 * channels)[1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.reduction(x))
+
+    def switch_to_deploy(self):
+        self.reduction, self.norm = fuse_conv_norm(self.reduction, self.norm)
+
+
+@MODELS.register_module()
+class FasterNet(BaseBackbone):
+    """FasterNet backbone (T0/T1/T2/S/M/L) returning the stride 4/8/16/32 maps.
+
+    Layout as the official detection model (``fork_feat=True``): ``patch_embed``, a flat
+    ``stages.0..6`` (BasicStages at 0/2/4/6, PatchMerging at 1/3/5) and a new BatchNorm per output
+    (``norm0/2/4/6``). Loading an official ImageNet checkpoint therefore reports exactly those norms
+    missing and the classification head (``avgpool_pre_head.1``, ``head``) unexpected.
+    ``frozen_stages`` leaves the output norms trainable: with ImageNet weights they are new layers.
+
+    Args:
+        arch: 't0', 't1', 't2', 's', 'm', 'l' or a dict with the keys of ``arch_settings``.
+        act_cfg: activation of the MLPs and the head; None takes the arch's (GELU for t0/t1,
+            ReLU otherwise, as released).
+        drop_path_rate: stochastic depth, linear over all blocks; None takes the arch's official
+            value (the detection configs' for s/m/l, the ImageNet configs' for t0/t1/t2).
+        n_div: PConv convolves ``channels // n_div`` channels.
+        mlp_ratio: hidden width of the MLPs relative to their input.
+        layer_scale_init_value: > 0 adds a per-channel ``layer_scale`` (unused in all releases).
+        out_norms: add the official detection model's norm after each returned map.
+        num_classes: an int also builds the official classification head (``avgpool_pre_head``
+            with ``feature_dim`` channels, then ``head``; 0 means no Linear) for :meth:`classify`.
+    """
+    # drop_path_rate: official detection wrappers for s/m/l; cls yamls for t0/t1/t2 (no det wrapper)
+    arch_settings = {
+        't0': dict(embed_dims=40, depths=(1, 2, 8, 2), act_cfg=_GELU, drop_path_rate=0.0),
+        't1': dict(embed_dims=64, depths=(1, 2, 8, 2), act_cfg=_GELU, drop_path_rate=0.02),
+        't2': dict(embed_dims=96, depths=(1, 2, 8, 2), act_cfg=_RELU, drop_path_rate=0.05),
+        's': dict(embed_dims=128, depths=(1, 2, 13, 2), act_cfg=_RELU, drop_path_rate=0.15),
+        'm': dict(embed_dims=144, depths=(3, 4, 18, 3), act_cfg=_RELU, drop_path_rate=0.2),
+        'l': dict(embed_dims=192, depths=(3, 4, 18, 3), act_cfg=_RELU, drop_path_rate=0.3),
+    }
+
+    def __init__(self,
+                 arch='t0',
+                 in_channels: int = 3,
+                 out_indices: Sequence[int] = (0, 1, 2, 3),
+                 frozen_stages: int = -1,
+                 norm_eval: bool = False,
+                 norm_cfg: dict = dict(type='BN', requires_grad=True),
+                 act_cfg: Optional[dict] = None,
+                 drop_path_rate: Optional[float] = None,
+                 n_div: int = 4,
+                 mlp_ratio: float = 2.0,
+                 layer_scale_init_value: float = 0.0,
+                 out_norms: bool = True,
+                 num_classes: Optional[int] = None,
+                 feature_dim: int = 1280,
+                 with_cp: bool = False,
+                 init_cfg=None):
+        super().__init__(arch, in_channels, out_indices, frozen_stages, norm_eval, with_cp,
+                         init_cfg)
+        embed_dims, depths = self.arch['embed_dims'], tuple(self.arch['depths'])
+        act_cfg = self.arch['act_cfg'] if act_cfg is None else act_cfg
+        drop_path_rate = self.arch['drop_path_rate'] if drop_path_rate is None else drop_path_rate
+        self._check_args(embed_dims, depths, drop_path_rate, n_div, mlp_ratio,
+                         layer_scale_init_value, num_classes, feature_dim)
+        self.stage_channels = [embed_dims * 2**i for i in range(4)]
+        self.num_classes = num_classes
+
+        self.patch_embed = PatchEmbed(in_channels, embed_dims, 4, norm_cfg)
+        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        layers = []
+        for i, (channels, depth) in enumerate(zip(self.stage_channels, depths)):
+            if i > 0:
+                layers.append(PatchMerging(channels // 2, norm_cfg))
+            layers.append(BasicStage(
+                channels, depth, dpr[sum(depths[:i]):sum(depths[:i + 1])], n_div=n_div,
+                mlp_ratio=mlp_ratio, layer_scale_init_value=layer_scale_init_value,
+                norm_cfg=norm_cfg, act_cfg=act_cfg))
+        self.stages = nn.Sequential(*layers)
+
+        self.out_norms = out_norms
+        if out_norms:  # only for the returned maps: an unused norm would idle under DDP
+            for i in self.out_indices:
+                norm = build_norm_layer(norm_cfg, self.stage_channels[i])[1]
+                self.add_module(f'norm{2 * i}', norm)
+
+        if num_classes is not None:
+            self.avgpool_pre_head = nn.Sequential(
+                nn.AdaptiveAvgPool2d(1),
+                nn.Conv2d(self.stage_channels[3], feature_dim, 1, bias=False),
+                build_activation_layer(act_cfg))
+            self.head = nn.Linear(feature_dim, num_classes) if num_classes > 0 else nn.Identity()
+
+    def _check_args(self, embed_dims, depths, drop_path_rate, n_div, mlp_ratio,
+                    layer_scale_init_value, num_classes, feature_dim):
+        name = f'{type(self).__name__}(arch={self.arch_name!r})'
+        if not isinstance(embed_dims, int) or embed_dims < 1:
+            raise ValueError(f'{name}: embed_dims must be a positive int, got {embed_dims!r}.')
+        if len(depths) != 4 or any(not isinstance(d, int) or d < 1 for d in depths):
+            raise ValueError(f'{name}: depths must be 4 positive ints (blocks per stage), '
+                             f'got {depths!r}.')
+        if not 0 <= drop_path_rate < 1:
+            raise ValueError(f'{name}: drop_path_rate must be in [0, 1), got {drop_path_rate!r}.')
+        if not isinstance(n_div, int) or not 1 <= n_div <= embed_dims:
+            raise ValueError(f'{name}: n_div={n_div!r} must be an int in 1..{embed_dims} (PConv '
+                             'convolves channels // n_div channels; the official value is 4).')
+        if not mlp_ratio > 0:
+            raise ValueError(f'{name}: mlp_ratio must be > 0 (official: 2), got {mlp_ratio!r}.')
+        if layer_scale_init_value < 0:
+            raise ValueError(f'{name}: layer_scale_init_value must be >= 0 (0 disables layer '
+                             f'scale, as in all releases), got {layer_scale_init_value!r}.')
+        if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 0):
+            raise ValueError(f'{name}: num_classes must be None (detection: no head) or an int '
+                             f'>= 0 (1000 for the ImageNet checkpoints), got {num_classes!r}.')
+        if not isinstance(feature_dim, int) or feature_dim < 1:
+            raise ValueError(f'{name}: feature_dim must be a positive int (official: 1280), '
+                             f'got {feature_dim!r}.')
+
+    def frozen_modules(self, index: int) -> List[nn.Module]:
+        if index == 0:
+            return [self.patch_embed]
+        # stage k is stages[2k-2], led into by the merging layer stages[2k-3]
+        return list(self.stages[max(2 * index - 3, 0):2 * index - 1])
+
+    def _run_stage(self, layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(layer, BasicStage):
+            for block in layer.blocks:
+                x = self.run_block(block, x)
+            return x
+        return layer(x)
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        self.check_input(x)
+        x = self.patch_embed(x)
+        outs = []
+        last = 2 * self.out_indices[-1]
+        for idx, layer in enumerate(self.stages):
+            x = self._run_stage(layer, x)
+            if idx % 2 == 0 and idx // 2 in self.out_indices:
+                outs.append(getattr(self, f'norm{idx}')(x) if self.out_norms else x)
+            if idx == last:  # later stages would feed nothing
+                break
+        return tuple(outs)
+
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        """ImageNet logits of the official classification model (needs ``num_classes``)."""
+        if self.num_classes is None:
+            raise ValueError(f'{type(self).__name__}.classify needs the classification head: '
+                             'build the model with num_classes=1000 (or your class count).')
+        self.check_input(x)
+        x = self.patch_embed(x)
+        for layer in self.stages:
+            x = self._run_stage(layer, x)
+        return self.head(torch.flatten(self.avgpool_pre_head(x), 1))
+
+    def init_weights(self):
+        if self._pretrained_cfg() is None:
+            # official init: truncated normal(0.02) on conv/linear weights, zero biases
+            for m in self.modules():
+                if isinstance(m, (nn.Conv2d, nn.Linear)):
+                    nn.init.trunc_normal_(m.weight, std=0.02)
+                    if m.bias is not None:
+                        nn.init.zeros_(m.bias)
+        super().init_weights()
+
+    def convert_state_dict(self, state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """Accept the official layout as is, plus the official Lightning ``.ckpt`` (``model.``
+        prefix) and timm's layout (merging nested as ``stages.i.downsample``, renamed head)."""
+        if not any(k.startswith(('patch_embed.', 'stages.')) for k in state_dict) and \
+                any(k.startswith('model.patch_embed.') for k in state_dict):
+            # train_test.py's checkpoint; drops e.g. a distillation teacher's keys
+            state_dict = {k[6:]: v for k, v in state_dict.items() if k.startswith('model.')}
+        if not any(re.match(r'stages\.\d+\.downsample\.', k) for k in state_dict):
+            return state_dict
+        # timm: stages.i.downsample.* -> stages.(2i-1).*, stages.i.blocks.* -> stages.(2i).blocks.*
+        timm_head = {'conv_head.weight': 'avgpool_pre_head.1.weight',
+                     'classifier.weight': 'head.weight', 'classifier.bias': 'head.bias'}
+        converted = {}
+        for key, value in state_dict.items():
+            match = re.match(r'stages\.(\d+)\.(downsample\.)?(.*)', key)
+            if match:
+                i, downsample, rest = match.groups()
+                key = f'stages.{2 * int(i) - 1 if downsample else 2 * int(i)}.{rest}'
+            converted[timm_head.get(key, key)] = value
+        return converted
