@@ -24,7 +24,7 @@ HEAD_KEYS = {'avgpool_pre_head.1.weight', 'head.weight', 'head.bias'}
 
 def cls_model(arch='t0', **kwargs):
     """The official classification model: head, no detection norms."""
-    return FasterNet(arch, num_classes=1000, out_norms=False, **kwargs)
+    return FasterNet(arch, num_classes=1000, norm_output=False, **kwargs)
 
 
 def classify_macs(model, shape):
@@ -170,7 +170,7 @@ def test_outputs_are_the_official_normed_taps():
             feat = layer(feat)  # the main path continues un-normalised
             if idx % 2 == 0:
                 assert torch.allclose(outs[idx // 2], getattr(model, f'norm{idx}')(feat))
-        raw = FasterNet('t0', out_norms=False).eval()
+        raw = FasterNet('t0', norm_output=False).eval()
         raw.load_state_dict(model.state_dict(), strict=False)
         assert torch.allclose(raw(x)[3], feat)
         logits = model.classify(x)
@@ -229,7 +229,7 @@ def test_forward_backward_with_cp():
 @pytest.mark.parametrize('kwargs', [
     dict(),
     dict(arch='t1', out_indices=(1, 3), layer_scale_init_value=0.5),
-    dict(arch='s', out_norms=False),
+    dict(arch='s', norm_output=False),
     dict(norm_cfg=dict(type='GN', num_groups=2)),  # nothing foldable: must stay exact
 ])
 def test_deploy(kwargs):
@@ -333,7 +333,7 @@ def test_load_timm_checkpoint(tmp_path, num_classes):
     timm_sd = _to_timm(sd)
     assert 'stages.3.downsample.reduction.weight' in timm_sd and 'stages.2.blocks.7.mlp.0.weight' \
         in timm_sd and 'conv_head.weight' in timm_sd
-    model = FasterNet('t0', num_classes=num_classes, out_norms=num_classes is None)
+    model = FasterNet('t0', num_classes=num_classes, norm_output=num_classes is None)
     report = _load(model, tmp_path, {'state_dict': timm_sd})
     _assert_loaded(model, sd)
     if num_classes:

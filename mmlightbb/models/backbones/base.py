@@ -23,6 +23,7 @@ NUM_OUTPUTS = 4  # stride 4, 8, 16 and 32
 # official ConvNeXt/RepLKNet/DeiT-style trainers ('model'), DataParallel dumps ('module').
 WRAPPER_KEYS = ('state_dict', 'model', 'module')
 STRIPPED_PREFIXES = ('module.', 'backbone.')
+CLASSIFIER_HEAD_PREFIX = 'head.'  # mmpretrain classifiers: backbone.* + head.fc.*
 
 
 class BaseBackbone(BaseModule):
@@ -193,11 +194,14 @@ class BaseBackbone(BaseModule):
             state_dict = kept
         else:
             for strip in STRIPPED_PREFIXES:
-                if state_dict and all(k.startswith(strip) for k in state_dict):
-                    state_dict = {k[len(strip):]: v for k, v in state_dict.items()}
-                elif not any(k in own for k in state_dict) and any(k.startswith(strip) for k in state_dict):
-                    # a full detector checkpoint: keep the backbone part
-                    state_dict = {k[len(strip):]: v for k, v in state_dict.items() if k.startswith(strip)}
+                # a DataParallel dump, a detector or an mmpretrain classifier: keep the backbone
+                # part, and a classifier's ``head.*`` for convert_state_dict (a detector's neck
+                # and heads are not backbone weights)
+                if any(k.startswith(strip) for k in state_dict) and \
+                        not any(k in own for k in state_dict):
+                    state_dict = {(k[len(strip):] if k.startswith(strip) else k): v
+                                  for k, v in state_dict.items()
+                                  if k.startswith((strip, CLASSIFIER_HEAD_PREFIX))}
         state_dict = self.convert_state_dict(state_dict)
 
         matched = [k for k in state_dict if k in own]

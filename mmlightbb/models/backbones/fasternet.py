@@ -124,7 +124,7 @@ class FasterNet(BaseBackbone):
         n_div: PConv convolves ``channels // n_div`` channels.
         mlp_ratio: hidden width of the MLPs relative to their input.
         layer_scale_init_value: > 0 adds a per-channel ``layer_scale`` (unused in all releases).
-        out_norms: add the official detection model's norm after each returned map.
+        norm_output: add the official detection model's norm after each returned map.
         num_classes: an int also builds the official classification head (``avgpool_pre_head``
             with ``feature_dim`` channels, then ``head``; 0 means no Linear) for :meth:`classify`.
     """
@@ -150,7 +150,7 @@ class FasterNet(BaseBackbone):
                  n_div: int = 4,
                  mlp_ratio: float = 2.0,
                  layer_scale_init_value: float = 0.0,
-                 out_norms: bool = True,
+                 norm_output: bool = True,
                  num_classes: Optional[int] = None,
                  feature_dim: int = 1280,
                  with_cp: bool = False,
@@ -177,8 +177,8 @@ class FasterNet(BaseBackbone):
                 norm_cfg=norm_cfg, act_cfg=act_cfg))
         self.stages = nn.Sequential(*layers)
 
-        self.out_norms = out_norms
-        if out_norms:  # only for the returned maps: an unused norm would idle under DDP
+        self.norm_output = norm_output
+        if norm_output:  # only for the returned maps: an unused norm would idle under DDP
             for i in self.out_indices:
                 norm = build_norm_layer(norm_cfg, self.stage_channels[i])[1]
                 self.add_module(f'norm{2 * i}', norm)
@@ -236,7 +236,7 @@ class FasterNet(BaseBackbone):
         for idx, layer in enumerate(self.stages):
             x = self._run_stage(layer, x)
             if idx % 2 == 0 and idx // 2 in self.out_indices:
-                outs.append(getattr(self, f'norm{idx}')(x) if self.out_norms else x)
+                outs.append(getattr(self, f'norm{idx}')(x) if self.norm_output else x)
             if idx == last:  # later stages would feed nothing
                 break
         return tuple(outs)

@@ -1,0 +1,400 @@
+import copy
+
+import pytest
+import torch
+from backbone_utils import (assert_deploy_equal, assert_frozen, count_params, max_rel_diff,
+                            randomize_bn_stats)
+from mmengine.analysis import FlopAnalyzer
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from mmlightbb.models.backbones.replknet import ReparamLargeKernelConv, RepLKNet
+
+ARCHS = ('31B', '31L', 'XL')
+# README: params (M), "FLOPs" (G MACs) at the resolution it names.
+PUBLISHED = {'31B': (79, 15.3, 224), '31L': (172, 96.0, 384), 'XL': (335, 128.7, 320)}
+# Exact counts of the official classification model: training form (= mmpretrain metafile),
+# official small_kernel_merged deploy form, state_dict sizes (reference 1.2, 1.5).
+TRAIN_PARAMS = {'31B': 79_864_168, '31L': 172_671_016, 'XL': 335_435_752}
+MERGED_PARAMS = {'31B': 79_527_272, '31L': 172_165_672, 'XL': 335_399_656}
+TRAIN_KEYS = {'31B': 1171, '31L': 1171, 'XL': 1027}
+CHANNELS = {'31B': [128, 256, 512, 1024], '31L': [192, 384, 768, 1536],
+            'XL': [256, 512, 1024, 2048]}
+# small but complete: every kernel larger than the maps of a 64 x 64 input, as in the real archs
+TINY = dict(large_kernel_sizes=[13, 11, 9, 7], layers=[1, 1, 2, 1], channels=[8, 16, 24, 32],
+            small_kernel=5, dw_ratio=1.0)
+TINY_XL = dict(TINY, small_kernel=None, dw_ratio=1.5)
+BN_KEYS = ('weight', 'bias', 'running_mean', 'running_var', 'num_batches_tracked')
+
+
+class Classify(nn.Module):
+    """``model.classify`` as a module, so tracing sees the model's parameters as parameters."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model.classify(x)
+
+
+def conv_linear_macs(model, size):
+    """Conv + linear MACs of ``model.classify`` at ``size`` x ``size`` (the README's "FLOPs").
+
+    By operator: ``count_macs(conv_linear_only=True)`` still counts batch_norm, because mmengine's
+    ``set_op_handle(op, None)`` leaves a default handle in place.
+    """
+    analyzer = FlopAnalyzer(Classify(model).eval(), (torch.randn(1, 3, size, size), ))
+    analyzer.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+    with torch.no_grad():
+        ops = analyzer.by_operator()
+    return ops['conv'] + ops['linear']
+
+
+def scaled_macs(model, size):
+    """MACs at ``size`` (a multiple of 32) from a count at 32 x 32.
+
+    Every conv is stride 1 'same' or stride 2 with k3/p1, so for a multiple of 32 each map is
+    exactly ``size / 32`` times its size at 32 per side and every conv's MACs scale by
+    ``(size / 32) ** 2``; only the Linear head after the global pool does not scale.
+    """
+    head = model.head.in_features * model.head.out_features
+    return (conv_linear_macs(model, 32) - head) * (size // 32)**2 + head
+
+
+def official_merged(model):
+    """The state dict the official ``structural_reparam()`` gives: only ``lkb_reparam`` merged."""
+    model = copy.deepcopy(model)
+    for module in model.modules():
+        if isinstance(module, ReparamLargeKernelConv):
+            module.switch_to_deploy()
+    return model.state_dict()
+
+
+def to_mmpretrain(state_dict):
+    """Official keys -> mmpretrain ``ImageClassifier`` keys (``replknet_to_mmpretrain.py``)."""
+    out = {}
+    for key, value in state_dict.items():
+        if key.startswith('head.'):
+            out['head.fc.' + key[5:]] = value
+        elif key.startswith('norm.'):
+            out['backbone.stages.3.norm.' + key[5:]] = value
+        else:
+            out['backbone.' + key] = value
+    return out
+
+
+def random_state(model, seed=1):
+    """``model``'s state dict with every float tensor random, so loading can be verified."""
+    gen = torch.Generator().manual_seed(seed)
+    return {k: (torch.rand(v.shape, generator=gen) + 0.5 if v.is_floating_point() else v)
+            for k, v in model.state_dict().items()}
+
+
+def load_report(model, obj, tmp_path, **kwargs):
+    path = str(tmp_path / 'ckpt.pth')
+    torch.save(obj, path)
+    return model.load_pretrained(path, **kwargs), path
+
+
+def assert_loaded(model, state_dict):
+    own = model.state_dict()
+    for key, value in state_dict.items():
+        if key in own:
+            assert torch.equal(own[key], value), key
+
+
+# ------------------------------------------------------------------------------ real archs
+@pytest.mark.parametrize('arch', ARCHS)
+def test_real_arch(arch):
+    """Published params/MACs, official key counts, output shapes and (31B) deploy equality."""
+    model = RepLKNet(arch, num_classes=1000, drop_path_rate=0.0).eval()
+    pub_params, pub_macs, res = PUBLISHED[arch]
+    assert count_params(model) == TRAIN_PARAMS[arch]  # = mmpretrain's metafile
+    assert len(model.state_dict()) == TRAIN_KEYS[arch]
+    with torch.device('meta'):  # structure only: the official deploy form
+        merged = RepLKNet(arch, num_classes=1000, small_kernel_merged=True)
+    assert count_params(merged) == MERGED_PARAMS[arch]
+    assert len(merged.state_dict()) == 931
+    # the README's "79M" for 31B is 1.09 % below the training form (79.864 M) but 0.67 % below
+    # the deploy form (79.527 M; mmpretrain's README says 79.5 M): compare the deploy form
+    assert abs(MERGED_PARAMS[arch] / 1e6 - pub_params) / pub_params < 0.01
+    # conv + linear MACs of the training form: 15.431 / 96.332 / 128.730 G, 0.85 / 0.35 / 0.02 %
+    # above the README
+    macs = scaled_macs(model, res) / 1e9
+    assert abs(macs - pub_macs) / pub_macs < 0.01, macs
+
+    assert model.out_channels == CHANNELS[arch]
+    with torch.no_grad():
+        outs = model(torch.randn(1, 3, 40, 72))
+    assert [tuple(o.shape) for o in outs] == [
+        (1, c, -(-40 // s), -(-72 // s)) for c, s in zip(CHANNELS[arch], (4, 8, 16, 32))]
+
+    if arch == '31B':  # the real kernel sizes (31 on a 16 x 16 map) re-parameterize exactly
+        assert_deploy_equal(model, shape=(1, 3, 64, 64))
+        # without the 5x5 branch: 15.354 G, 0.35 % off the README's 15.3 G
+        assert round(scaled_macs(model, 224) / 1e9, 2) == 15.35
+
+
+def test_mac_scaling_is_exact():
+    model = RepLKNet(TINY, num_classes=10).eval()
+    assert scaled_macs(model, 96) == conv_linear_macs(model, 96)
+
+
+# ------------------------------------------------------------------------------ outputs
+@pytest.mark.parametrize('out_indices', [(0, 1, 2, 3), (3, ), (1, 3), (0, )])
+@pytest.mark.parametrize('size', [(64, 64), (70, 45)])
+def test_output_shapes(out_indices, size):
+    model = RepLKNet(TINY, out_indices=out_indices).eval()
+    assert model.out_channels == [TINY['channels'][i] for i in out_indices]
+    with torch.no_grad():
+        outs = model(torch.randn(2, 3, *size))
+    assert len(outs) == len(out_indices)
+    for out, i in zip(outs, out_indices):
+        stride = 4 * 2**i
+        assert out.shape == (2, TINY['channels'][i], -(-size[0] // stride), -(-size[1] // stride))
+        assert out.is_contiguous()  # plain NCHW for the neck, not the channels_last of the convs
+
+
+def test_large_kernel_runs_channels_last_on_cpu():
+    """The fast oneDNN path: the large depthwise conv must see channels_last input on CPU."""
+    model = RepLKNet(TINY).eval()
+    randomize_bn_stats(model)
+    seen = []
+    hooks = [m.lkb_origin.conv.register_forward_pre_hook(
+        lambda mod, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last)))
+             for m in model.modules() if isinstance(m, ReparamLargeKernelConv)]
+    with torch.no_grad():
+        outs = model(torch.randn(1, 3, 64, 64))
+        assert len(seen) == 5 and all(seen)
+        assert all(o.is_contiguous() for o in outs)
+        for hook in hooks:
+            hook.remove()
+        # the same numbers as the stock NCHW computation
+        large_kernel = model.stages[0].blocks[0].large_kernel
+        y = torch.randn(2, 8, 16, 16)
+        reference = large_kernel.lkb_origin(y) + large_kernel.small_conv(y)
+        assert max_rel_diff(large_kernel(y), reference) < 1e-6
+
+
+def test_norm_intermediate_features_only_on_returned_maps():
+    plain = RepLKNet(TINY, out_indices=(1, 2)).eval()
+    normed = RepLKNet(TINY, out_indices=(1, 2), norm_intermediate_features=True).eval()
+    assert {k for k in normed.state_dict() if '.norm.' in k} == {
+        f'stages.{i}.norm.{p}' for i in (1, 2) for p in BN_KEYS}
+    randomize_bn_stats(normed)
+    normed.load_state_dict(plain.state_dict(), strict=False)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        for i, a, b in zip((1, 2), plain(x), normed(x)):
+            # applied to the tapped map only: the main path goes on un-normalized
+            assert max_rel_diff(normed.stages[i].norm(a), b) < 1e-6
+    with torch.device('meta'):
+        assert not any('.norm.' in k for k in RepLKNet('XL', num_classes=1000).state_dict())
+        assert {k for k in RepLKNet('XL').state_dict() if '.norm.' in k} == {
+            f'stages.{i}.norm.{p}' for i in range(4) for p in BN_KEYS}
+
+
+def test_norm_cfg_reaches_every_bn():
+    bn = RepLKNet(TINY_XL, num_classes=10, norm_intermediate_features=True)
+    sync = RepLKNet(TINY_XL, num_classes=10, norm_intermediate_features=True,
+                    norm_cfg=dict(type='SyncBN', eps=1e-3))
+    norms = [m for m in sync.modules() if isinstance(m, _BatchNorm)]
+    assert len(norms) == len([m for m in bn.modules() if isinstance(m, _BatchNorm)])
+    assert all(isinstance(m, nn.SyncBatchNorm) and m.eps == 1e-3 for m in norms)
+    assert list(sync.state_dict()) == list(bn.state_dict())
+
+
+def test_drop_path_rates():
+    with torch.device('meta'):
+        model = RepLKNet('31B', drop_path_rate=0.3)
+    rates = [getattr(b.drop_path, 'drop_prob', 0.0) for s in model.stages for b in s.blocks]
+    expected = torch.linspace(0, 0.3, 24).tolist()
+    # a RepLK block and the ConvFFN after it share the rate
+    assert rates[0::2] == pytest.approx(expected) and rates[1::2] == pytest.approx(expected)
+    assert isinstance(model.stages[0].blocks[0].drop_path, nn.Identity)
+
+
+# ------------------------------------------------------------------------------ training
+@pytest.mark.parametrize('frozen_stages', [0, 1, 4])
+def test_frozen_stages(frozen_stages):
+    model = RepLKNet(TINY_XL, frozen_stages=frozen_stages, norm_intermediate_features=True)
+    assert_frozen(model, frozen_stages)
+    if frozen_stages >= 2:
+        assert not any(p.requires_grad for p in model.transitions[0].parameters())
+    # the output norms feed the neck and are in no checkpoint: they stay trainable
+    assert all(p.requires_grad for s in model.stages for p in s.norm.parameters())
+
+
+def test_norm_eval():
+    model = RepLKNet(TINY, norm_eval=True)
+    model.train()
+    assert all(not m.training for m in model.modules() if isinstance(m, _BatchNorm))
+    assert model.stages[0].blocks[0].pw1.conv.training
+
+
+def test_forward_backward_with_cp_matches():
+    torch.manual_seed(0)
+    plain = RepLKNet(TINY, drop_path_rate=0.0)
+    cp = RepLKNet(TINY, drop_path_rate=0.0, with_cp=True)
+    cp.load_state_dict(plain.state_dict())
+    calls = {'stem.0': 0, 'stem.1': 0, 'stages.3.blocks.1': 0}
+    for name in calls:  # pre-hooks: a recompute stops early, before post-hooks would run
+        cp.get_submodule(name).register_forward_pre_hook(
+            lambda *args, name=name: calls.__setitem__(name, calls[name] + 1))
+    x = torch.randn(2, 3, 64, 64)
+    grads = []
+    for model in (plain, cp):
+        model.train()
+        loss = sum(o.square().mean() for o in model(x.clone().requires_grad_()))
+        loss.backward()
+        grads.append({n: p.grad for n, p in model.named_parameters()})
+    assert all(g is not None for g in grads[1].values())
+    for name, grad in grads[0].items():
+        assert max_rel_diff(grads[1][name], grad) < 1e-4, name
+    # stem[1:] and every block recompute in backward, stem[0] does not (as official)
+    assert calls == {'stem.0': 1, 'stem.1': 2, 'stages.3.blocks.1': 2}
+
+
+# ------------------------------------------------------------------------------ deploy
+@pytest.mark.parametrize('arch', [TINY, TINY_XL, dict(TINY, small_kernel=3, dw_ratio=0.5)])
+def test_deploy_equal(arch):
+    model = RepLKNet(arch, num_classes=10, norm_intermediate_features=True)
+    assert_deploy_equal(model)
+    keys = list(model.state_dict())
+    assert not any('lkb_origin' in k or 'small_conv' in k or '.bn.' in k for k in keys)
+    assert not any(k.startswith(('stages.0.blocks.0.prelkb_bn', 'stages.0.blocks.1.preffn_bn'))
+                   for k in keys)
+    # every BN is folded except the output norms and the classifier's (nothing follows them)
+    assert {n for n, m in model.named_modules() if isinstance(m, _BatchNorm)} == {
+        'stages.0.norm', 'stages.1.norm', 'stages.2.norm', 'stages.3.norm', 'norm'}
+    lkb = model.stages[0].blocks[0].large_kernel.lkb_reparam
+    assert lkb.padding == (6, 6) and lkb.bias is not None
+    model.switch_to_deploy()  # idempotent
+
+
+def test_deploy_kwargs_load_saved_deploy_forms(tmp_path):
+    train = RepLKNet(TINY, num_classes=10).eval()
+    randomize_bn_stats(train)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        expected = train.classify(x)
+    # official deploy checkpoint (structural_reparam): only the large kernels merged
+    merged_sd = official_merged(train)
+    merged = RepLKNet(TINY, num_classes=10, small_kernel_merged=True).eval()
+    assert list(merged.state_dict()) == list(merged_sd)
+    report, path = load_report(merged, merged_sd, tmp_path)
+    assert report['missing'] == [] and report['unexpected'] == []
+    # ours after switch_to_deploy(): also every BN folded
+    train.switch_to_deploy()
+    deploy = RepLKNet(TINY, num_classes=10, deploy=True).eval()
+    deploy.load_state_dict(train.state_dict())
+    with torch.no_grad():
+        assert max_rel_diff(merged.classify(x), expected) < 1e-5
+        assert max_rel_diff(deploy.classify(x), expected) < 1e-5
+        merged.switch_to_deploy()
+        assert max_rel_diff(merged.classify(x), expected) < 1e-5
+    with pytest.raises(ValueError, match='small_kernel_merged=True'):
+        RepLKNet(TINY, num_classes=10).load_pretrained(path)
+    with pytest.raises(ValueError, match='deploy=False'):
+        load_report(RepLKNet(TINY, deploy=True), RepLKNet(TINY).state_dict(), tmp_path)
+
+
+# ------------------------------------------------------------------------------ checkpoints
+def test_load_official_classification_checkpoint(tmp_path):
+    state = random_state(RepLKNet(TINY, num_classes=10))
+    # {'model': ...} (official trainer) into the classifier: every key, nothing left over
+    cls = RepLKNet(TINY, num_classes=10)
+    report, _ = load_report(cls, {'model': state}, tmp_path)
+    assert report['missing'] == [] and report['unexpected'] == []
+    assert_loaded(cls, state)
+    # flat file through init_cfg into the detection backbone: the classifier is left over, as
+    # with the official code's strict=False load
+    path = str(tmp_path / 'flat.pth')
+    torch.save(state, path)
+    det = RepLKNet(TINY, init_cfg=dict(type='Pretrained', checkpoint=path))
+    det.init_weights()
+    assert_loaded(det, state)
+    report = det.load_pretrained(path)
+    assert report['missing'] == []
+    assert set(report['unexpected']) == {f'norm.{p}' for p in BN_KEYS} | {'head.weight',
+                                                                          'head.bias'}
+    # DataParallel dump
+    report, _ = load_report(RepLKNet(TINY, num_classes=10),
+                            {'module.' + k: v for k, v in state.items()}, tmp_path)
+    assert report['missing'] == [] and report['unexpected'] == []
+
+
+def test_load_mmpretrain_checkpoint(tmp_path):
+    state = random_state(RepLKNet(TINY, num_classes=10))
+    ckpt = {'meta': {'epoch': 300}, 'state_dict': to_mmpretrain(state)}
+    cls = RepLKNet(TINY, num_classes=10)
+    report, path = load_report(cls, ckpt, tmp_path)
+    assert report['missing'] == [] and report['unexpected'] == []
+    assert_loaded(cls, state)  # stages.3.norm -> norm, head.fc -> head
+    det = RepLKNet(TINY, init_cfg=dict(type='Pretrained', checkpoint=path))
+    det.init_weights()
+    assert_loaded(det, state)
+    report = det.load_pretrained(path)
+    assert report['missing'] == []
+    assert set(report['unexpected']) == {f'norm.{p}' for p in BN_KEYS} | {'head.weight',
+                                                                          'head.bias'}
+    # an explicit prefix='backbone.' (as mmdet configs write it) takes only that part
+    cls = RepLKNet(TINY, num_classes=10)
+    report = cls.load_pretrained(path, prefix='backbone.')
+    assert set(report['missing']) == {'head.weight', 'head.bias'} and report['unexpected'] == []
+    assert_loaded(cls, {k: v for k, v in state.items() if not k.startswith('head.')})
+
+
+def test_load_official_detection_checkpoint(tmp_path):
+    """An official XL detector: ``backbone.`` keys with all four output norms, plus the rest."""
+    det = RepLKNet(TINY_XL, norm_intermediate_features=True)
+    state = random_state(det)
+    ckpt = {'state_dict': {**{'backbone.' + k: v for k, v in state.items()},
+                           'neck.lateral_convs.0.conv.weight': torch.zeros(4, 8, 1, 1)}}
+    model = RepLKNet(TINY_XL, norm_intermediate_features=True)
+    report, _ = load_report(model, ckpt, tmp_path)
+    assert report['missing'] == [] and report['unexpected'] == []
+    assert_loaded(model, state)  # the output norms stay output norms
+
+
+def test_load_errors(tmp_path):
+    other = RepLKNet(dict(TINY, channels=[8, 16, 24, 40])).state_dict()
+    with pytest.raises(ValueError, match='disagree'):
+        load_report(RepLKNet(TINY), other, tmp_path)
+    with pytest.raises(ValueError, match='none of the'):
+        load_report(RepLKNet(TINY), {'layer1.0.conv1.weight': torch.zeros(1)}, tmp_path)
+
+
+# ------------------------------------------------------------------------------ arguments
+@pytest.mark.parametrize('kwargs, match', [
+    (dict(arch='31C'), 'unknown arch'),
+    (dict(arch=dict(TINY, layers=[1, 1, 1])), 'layers must be 4'),
+    (dict(arch=dict(TINY, large_kernel_sizes=[13, 11, 9, 8])), 'must be odd'),
+    (dict(arch=TINY, small_kernel=4), 'small_kernel'),
+    (dict(arch=TINY, small_kernel=9), 'small_kernel'),
+    (dict(arch=TINY, dw_ratio=0), 'dw_ratio'),
+    (dict(arch=TINY, ffn_ratio=-1), 'ffn_ratio'),
+    (dict(arch=TINY, drop_path_rate=1.0), 'drop_path_rate'),
+    (dict(arch=TINY, num_classes=0), 'num_classes'),
+    (dict(arch=TINY, norm_cfg=dict(type='GN', num_groups=4)), 'BatchNorm'),
+    (dict(arch=TINY, out_indices=(4, )), 'out_indices'),
+])
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        RepLKNet(**kwargs)
+
+
+def test_misuse_errors():
+    model = RepLKNet(TINY)
+    with pytest.raises(ValueError, match='num_classes'):
+        model.classify(torch.randn(1, 3, 32, 32))
+    with pytest.raises(ValueError, match='in_channels=1'):
+        model(torch.randn(1, 1, 32, 32))
+    assert RepLKNet(TINY, in_channels=1).eval()(torch.randn(1, 1, 32, 32))[0].shape[1] == 8
+
+
+def test_registry_build():
+    from mmdet.registry import MODELS
+    model = MODELS.build(dict(type='RepLKNet', arch=TINY, out_indices=(1, 2, 3)))
+    assert isinstance(model, RepLKNet) and model.out_channels == [16, 24, 32]
