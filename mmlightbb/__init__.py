@@ -8,6 +8,6 @@ from .version import __version__
 
 register_runner_checkpoint_globals()
 
-from . import models  # noqa: E402,F401  (registers backbones and layers)
+from . import datasets, models  # noqa: E402,F401  (registers datasets, transforms, backbones)
 
 __all__ = ['__version__']

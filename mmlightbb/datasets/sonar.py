@@ -1,0 +1,138 @@
+"""Side-scan sonar detection dataset (COCO format) and an image loader for any bit depth."""
+import logging
+import os.path as osp
+from typing import List, Optional
+
+import cv2
+import mmcv
+import numpy as np
+from mmcv.transforms import LoadImageFromFile
+from mmdet.datasets import CocoDataset
+from mmdet.registry import DATASETS, TRANSFORMS
+from mmengine import fileio
+from mmengine.logging import print_log
+
+from .synthetic_sonar import CLASSES
+
+GET_DATA_HINT = (
+    'Make the synthetic set with `python tools/make_sonar_dataset.py --out data/sonar_synth` '
+    "(then data_root='data/sonar_synth/', ann_file='annotations/train.json' or "
+    "'annotations/val.json', data_prefix=dict(img='images/')), or convert SCTD (Pascal VOC xml) "
+    'to COCO json with `python tools/voc2coco.py data/SCTD --out-dir data/SCTD/annotations`.')
+
+
+@DATASETS.register_module()
+class SonarDataset(CocoDataset):
+    """Side-scan sonar targets in COCO format; the SCTD classes unless the config's ``metainfo``
+    gives others.
+
+    Category names in the json must match ``classes`` exactly (mmdet drops the others). A missing
+    annotation file or image folder, or a json none of whose annotated categories is in
+    ``classes``, raises an error that says how to fix it instead of failing later with an empty
+    dataset ("need at least one array to concatenate", mmdet#9610).
+    """
+
+    METAINFO = dict(classes=CLASSES, palette=[(220, 20, 60), (0, 130, 255), (255, 190, 0)])
+
+    def load_data_list(self) -> List[dict]:
+        self._check_paths()
+        data_list = super().load_data_list()
+        self._check_categories()
+        return data_list
+
+    def _is_local(self, path: str) -> bool:
+        return self.backend_args is None and '://' not in path
+
+    def _check_paths(self) -> None:
+        if self._is_local(self.ann_file) and not osp.isfile(self.ann_file):
+            raise FileNotFoundError(f'{type(self).__name__}: annotation file not found: '
+                                    f'{self.ann_file!r}. {GET_DATA_HINT}')
+        img_dir = self.data_prefix.get('img', '')
+        if img_dir and self._is_local(img_dir) and not osp.isdir(img_dir):
+            raise FileNotFoundError(f'{type(self).__name__}: image folder not found: {img_dir!r} '
+                                    f'(data_root + data_prefix.img). {GET_DATA_HINT}')
+
+    def _check_categories(self) -> None:
+        annotated = {cat_id for cat_id, img_ids in self.cat_img_map.items() if img_ids}
+        dropped = annotated - set(self.cat_ids)
+        if not dropped:
+            return
+        categories = fileio.load(self.ann_file, backend_args=self.backend_args)['categories']
+        names = {c['id']: c['name'] for c in categories}
+        json_names = [names[i] for i in sorted(annotated)]
+        classes = tuple(self.metainfo['classes'])
+        if dropped == annotated:
+            raise ValueError(
+                f'{type(self).__name__}: none of the annotated categories in {self.ann_file!r} '
+                f'{json_names} is one of the classes {classes}, so no annotation would be loaded. '
+                'Set metainfo=dict(classes=...) to the json\'s category names (exact spelling, '
+                'keep the trailing comma for one class) in every dataset of the config, or rename '
+                'the categories (tools/voc2coco.py --rename OLD=NEW).')
+        print_log(f'{type(self).__name__}: annotations of categories '
+                  f'{[names[i] for i in sorted(dropped)]} in {self.ann_file!r} are not in the '
+                  f'classes {classes} and are ignored.', logger='current', level=logging.WARNING)
+
+
+def to_bgr_uint8(img: np.ndarray, bit_depth: Optional[int] = None) -> np.ndarray:
+    """A decoded image of any depth and channel count as a 3-channel uint8 (BGR) image.
+
+    Integer images deeper than 8 bits are scaled by ``2**bit_depth - 1``; with ``bit_depth=None``
+    by the smallest depth (at least 8 bits) that holds the image's maximum, e.g. 12 bits for sonar
+    data stored in 16-bit files. Float images are scaled by their maximum.
+    """
+    if img.dtype != np.uint8:
+        if np.issubdtype(img.dtype, np.integer):
+            depth = bit_depth or max(8, int(img.max()).bit_length())
+            scale = 255 / (2**depth - 1)
+        else:
+            scale = 255 / max(float(img.max()), 1e-12)
+        img = np.clip(np.round(img.astype(np.float32) * scale), 0, 255).astype(np.uint8)
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[..., 0]
+    if img.ndim == 2:
+        return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    if img.shape[2] == 4:
+        return cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+    return img
+
+
+@TRANSFORMS.register_module()
+class LoadSonarImageFromFile(LoadImageFromFile):
+    """``LoadImageFromFile`` that keeps the contrast of 16-bit (and float) sonar images.
+
+    The stock loader already returns 3-channel uint8 for gray png, tif and bmp files, but it
+    decodes with ``cv2.IMREAD_COLOR``, which keeps only the high byte of a 16-bit image: 12-bit
+    sonar data (0..4095) comes out nearly black (0..15). This loader decodes the file unchanged
+    and scales it with :func:`to_bgr_uint8`. Set ``bit_depth`` (e.g. 12) for the same scale on
+    every image; by default each image's depth is inferred from its maximum.
+
+    Args:
+        bit_depth (int, optional): bits per sample of integer images. Defaults to None.
+        **kwargs: the arguments of ``LoadImageFromFile`` (``color_type`` is ignored: the output
+            is always 3-channel).
+    """
+
+    def __init__(self, bit_depth: Optional[int] = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.bit_depth = bit_depth
+
+    def transform(self, results: dict) -> Optional[dict]:
+        filename = results['img_path']
+        try:
+            img_bytes = fileio.get(filename, backend_args=self.backend_args)
+            img = mmcv.imfrombytes(img_bytes, flag='unchanged', backend=self.imdecode_backend)
+        except Exception:
+            if self.ignore_empty:
+                return None
+            raise
+        assert img is not None, f'failed to load image: {filename}'
+        img = to_bgr_uint8(img, self.bit_depth)
+        if self.to_float32:
+            img = img.astype(np.float32)
+        results['img'] = img
+        results['img_shape'] = img.shape[:2]
+        results['ori_shape'] = img.shape[:2]
+        return results
+
+    def __repr__(self) -> str:
+        return f'{type(self).__name__}(bit_depth={self.bit_depth}, to_float32={self.to_float32})'
