@@ -1,0 +1,20 @@
+# ConvNeXt-T, the baseline (Liu et al., CVPR 2022). Recipe: mmdet's ConvNeXt detection
+# configs, AdamW lr 1e-4 wd 0.05, no decay on norms and biases.
+# Pretrained weights: set model.backbone.init_cfg=dict(type='Pretrained', checkpoint=PATH) to an
+# official checkpoint (any layout; see README). None here: nothing is downloaded.
+custom_imports = dict(imports=['mmlightbb'], allow_failed_imports=False)
+
+backbone = dict(type='ConvNeXt', arch='tiny', drop_path_rate=0.2, init_cfg=None)
+# YOLOX: strides 8/16/32; ImageNet normalisation (YOLOX's default feeds raw BGR 0-255)
+backbone_yolox = dict(
+    data_preprocessor=dict(
+        mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], bgr_to_rgb=True),
+    backbone=dict(_delete_=True, **backbone, out_indices=(1, 2, 3)),
+    neck=dict(in_channels=[192, 384, 768]))
+# Cascade R-CNN: strides 4..32 into the FPN
+backbone_cascade = dict(
+    backbone=dict(_delete_=True, **backbone, out_indices=(0, 1, 2, 3)),
+    neck=dict(in_channels=[96, 192, 384, 768]))
+backbone_optim_wrapper = dict(
+    optimizer=dict(_delete_=True, type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05),
+    paramwise_cfg=dict(norm_decay_mult=0., bias_decay_mult=0.))

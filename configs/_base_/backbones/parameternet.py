@@ -1,0 +1,18 @@
+# ParameterNet-600M (Han et al., 2023), stride-32 map from blocks.8 (304 ch) rather than the
+# 1824-ch final conv. No detection recipe was published: the head's own optimizer is kept.
+# Pretrained weights: set model.backbone.init_cfg=dict(type='Pretrained', checkpoint=PATH) to an
+# official checkpoint (any layout; see README). None here: nothing is downloaded.
+custom_imports = dict(imports=['mmlightbb'], allow_failed_imports=False)
+
+backbone = dict(type='ParameterNet', arch='600m', with_final_conv=False, init_cfg=None)
+# YOLOX: strides 8/16/32; ImageNet normalisation (YOLOX's default feeds raw BGR 0-255)
+backbone_yolox = dict(
+    data_preprocessor=dict(
+        mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], bgr_to_rgb=True),
+    backbone=dict(_delete_=True, **backbone, out_indices=(1, 2, 3)),
+    neck=dict(in_channels=[76, 212, 304]))
+# Cascade R-CNN: strides 4..32 into the FPN
+backbone_cascade = dict(
+    backbone=dict(_delete_=True, **backbone, out_indices=(0, 1, 2, 3)),
+    neck=dict(in_channels=[44, 76, 212, 304]))
+backbone_optim_wrapper = dict()

@@ -1,0 +1,23 @@
+# YOLOX-s recipe (mmdet) on a side-scan sonar dataset in COCO format:
+#   data/sonar/annotations/{train,val}.json + data/sonar/images/
+# Make one with `python tools/make_sonar_dataset.py --out data/sonar` (synthetic) or convert SCTD's
+# Pascal VOC folders with `python tools/voc2coco.py`. ~1000 images: the 100-epoch schedule;
+# evaluated with VOC-style mAP50 (area) -- what sonar papers report -- and COCO mAP.
+_base_ = './yolox_s_100e.py'
+
+data_root = 'data/sonar/'
+metainfo = dict(classes=('shipwreck', 'aircraft', 'victim'))
+model = dict(bbox_head=dict(num_classes=3))
+
+train_dataloader = dict(dataset=dict(dataset=dict(
+    type='SonarDataset', data_root=data_root, metainfo=metainfo,
+    ann_file='annotations/train.json', data_prefix=dict(img='images/'))))
+val_dataloader = dict(dataset=dict(
+    type='SonarDataset', data_root=data_root, metainfo=metainfo,
+    ann_file='annotations/val.json', data_prefix=dict(img='images/')))
+test_dataloader = val_dataloader
+val_evaluator = [
+    dict(type='VOCMetric', metric='mAP', eval_mode='area', iou_thrs=0.5),
+    dict(type='CocoMetric', ann_file=data_root + 'annotations/val.json', metric='bbox'),
+]
+test_evaluator = val_evaluator

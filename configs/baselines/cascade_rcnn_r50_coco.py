@@ -1,0 +1,3 @@
+# Incumbent: mmdet's Cascade R-CNN R50-FPN on coco (R50 from scratch unless init_cfg is set, as above).
+_base_ = '../_base_/cascade_rcnn_coco.py'
+model = dict(backbone=dict(init_cfg=None))

@@ -1,0 +1,4 @@
+# YOLOX with ConvNeXt on COCO 2017 (data/coco/).
+_base_ = ['../_base_/yolox_coco.py', '../_base_/backbones/convnext.py']
+model = _base_.backbone_yolox
+optim_wrapper = _base_.backbone_optim_wrapper

@@ -1,0 +1,4 @@
+# Cascade R-CNN with ConvNeXt on Pascal VOC 07+12 (data/VOCdevkit/).
+_base_ = ['../_base_/cascade_rcnn_voc.py', '../_base_/backbones/convnext.py']
+model = _base_.backbone_cascade
+optim_wrapper = _base_.backbone_optim_wrapper
