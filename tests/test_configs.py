@@ -122,3 +122,16 @@ def test_config_trains_one_iteration_and_predicts(config, data_dir, monkeypatch,
         results = runner.model.test_step(batch)
     assert len(results) == 2
     assert results[0].pred_instances.bboxes.shape[-1] == 4
+
+
+def test_flat_config_without_data_fails_with_how_to_get_it(tmp_path):
+    import subprocess
+    import sys
+    proc = subprocess.run(
+        [sys.executable, osp.join(REPO, 'tools/train.py'),
+         osp.join(REPO, 'configs/yolox_cspconvnext.py'), '--work-dir', str(tmp_path / 'w')],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith('error: ') and "'data/sonar/annotations/train.json'" in last
+    assert 'tools/make_sonar_dataset.py --out data/sonar/' in last

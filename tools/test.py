@@ -62,7 +62,10 @@ def main():
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     if args.out is not None:
         runner.test_evaluator.metrics.append(DumpResults(out_file_path=args.out))
-    runner.test()
+    try:
+        runner.test()
+    except FileNotFoundError as err:  # missing data: the message says what to do
+        raise SystemExit(f'error: {err}') from None
 
 
 if __name__ == '__main__':

@@ -64,7 +64,10 @@ def main():
     args = parse_args()
     cfg = build_train_config(args)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
-    runner.train()
+    try:
+        runner.train()
+    except FileNotFoundError as err:  # missing data or checkpoint: the message says what to do
+        raise SystemExit(f'error: {err}') from None
 
 
 if __name__ == '__main__':

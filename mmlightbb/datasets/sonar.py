@@ -15,10 +15,10 @@ from mmengine.logging import print_log
 from .synthetic_sonar import CLASSES
 
 GET_DATA_HINT = (
-    'Make the synthetic set with `python tools/make_sonar_dataset.py --out data/sonar_synth` '
-    "(then data_root='data/sonar_synth/', ann_file='annotations/train.json' or "
-    "'annotations/val.json', data_prefix=dict(img='images/')), or convert SCTD (Pascal VOC xml) "
-    'to COCO json with `python tools/voc2coco.py data/SCTD --out-dir data/SCTD/annotations`.')
+    'Make the synthetic set there with `python tools/make_sonar_dataset.py --out {root}` '
+    "(it writes annotations/train.json, annotations/val.json and images/), or convert SCTD "
+    '(Pascal VOC xml) to COCO json with `python tools/voc2coco.py data/SCTD --out-dir '
+    '{root}annotations` (see README, "Datasets"), or point data_root at your data.')
 
 
 @DATASETS.register_module()
@@ -43,14 +43,18 @@ class SonarDataset(CocoDataset):
     def _is_local(self, path: str) -> bool:
         return self.backend_args is None and '://' not in path
 
+    def _get_data_hint(self) -> str:
+        root = self.data_root or 'data/sonar'
+        return GET_DATA_HINT.format(root=root.rstrip('/') + '/')
+
     def _check_paths(self) -> None:
         if self._is_local(self.ann_file) and not osp.isfile(self.ann_file):
             raise FileNotFoundError(f'{type(self).__name__}: annotation file not found: '
-                                    f'{self.ann_file!r}. {GET_DATA_HINT}')
+                                    f'{self.ann_file!r}. ' + self._get_data_hint())
         img_dir = self.data_prefix.get('img', '')
         if img_dir and self._is_local(img_dir) and not osp.isdir(img_dir):
             raise FileNotFoundError(f'{type(self).__name__}: image folder not found: {img_dir!r} '
-                                    f'(data_root + data_prefix.img). {GET_DATA_HINT}')
+                                    '(data_root + data_prefix.img). ' + self._get_data_hint())
 
     def _check_categories(self) -> None:
         annotated = {cat_id for cat_id, img_ids in self.cat_img_map.items() if img_ids}
