@@ -2,12 +2,10 @@
 PYTHON ?= python3
 export PYTHON
 
-.PHONY: install test demo
+.PHONY: install test
 install:
 	bash tools/install.sh
 
 test: install
 	$(PYTHON) -m pytest tests -q -p no:cacheprovider
 
-demo: install
-	$(PYTHON) tools/demo.py
