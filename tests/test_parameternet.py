@@ -3,9 +3,9 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from backbone_utils import (assert_deploy_equal, assert_frozen, count_params, max_rel_diff,
+from backbone_utils import (assert_deploy_equal, assert_frozen, count_macs, count_params,
+                            max_rel_diff,
                             randomize_bn_stats)
-from mmengine.analysis import FlopAnalyzer
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -25,28 +25,11 @@ SMALL_DYNAMIC = dict(cfgs=PARAMETERNET_600M_CFGS, width=0.5, act_cfg=dict(type='
 HEAD_KEYS = {'conv_head.weight', 'conv_head.bias', 'classifier.weight', 'classifier.bias'}
 
 
-def matmul_macs(fn, shape=(1, 3, 224, 224)):
-    """conv + linear + matmul MACs (the papers' count; the matmul is the expert aggregation).
-
-    A batch's per-sample kernels run as one grouped conv whose weight holds all B kernels, so
-    the counter gets the true cost at any batch size. Counted by operator here because
-    ``count_macs(conv_linear_only=True)`` still counts batch_norm: mmengine's
-    ``set_op_handle(op, None)`` does not drop a default handle.
-    """
-    analyzer = FlopAnalyzer(fn, (torch.randn(shape), ))
-    analyzer.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-    with torch.no_grad():
-        ops = analyzer.by_operator()
-    return ops['conv'] + ops['linear'] + ops.get('matmul', 0)
-
-
-class Classify(nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        return self.model.classify(x)
+def matmul_macs(model, shape=(1, 3, 224, 224)):
+    """conv + linear + matmul MACs of ``model.classify`` (the papers' count; the matmul is the
+    expert aggregation). A batch's per-sample kernels run as one grouped conv whose weight holds
+    all B kernels, so the counter gets the true cost at any batch size."""
+    return count_macs(model.classify, shape, conv_linear_only=True)
 
 
 @pytest.mark.parametrize('arch', ARCHS)
@@ -56,7 +39,7 @@ def test_params_and_macs_match_published(arch):
     params = count_params(model)
     assert abs(params - pub_params) / pub_params < 0.01, params
     assert len(model.state_dict()) == NUM_KEYS[arch]
-    macs = matmul_macs(Classify(model))
+    macs = matmul_macs(model)
     assert abs(macs - pub_macs) / pub_macs < 0.01, macs
 
 
@@ -72,8 +55,8 @@ def test_static_twin_has_same_convs_minus_experts(static_kwargs):
         # same conv MACs; the dynamic model adds only the aggregation matmuls and routing
         dynamic = ParameterNet('600m', num_classes=1000).eval()
         assert sum(isinstance(m, DynamicConv) for m in dynamic.modules()) == 88
-        extra = (matmul_macs(Classify(dynamic), (1, 3, 32, 32))
-                 - matmul_macs(Classify(twin), (1, 3, 32, 32)))
+        extra = (matmul_macs(dynamic, (1, 3, 32, 32))
+                 - matmul_macs(twin, (1, 3, 32, 32)))
         assert 19.4e6 < extra < 19.6e6, extra
 
 

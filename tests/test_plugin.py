@@ -1,5 +1,4 @@
 """The plugin mechanism: registration, custom_imports, train/test tools, safe checkpoints."""
-import os
 import os.path as osp
 import pickle
 import subprocess

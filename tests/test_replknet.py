@@ -2,9 +2,9 @@ import copy
 
 import pytest
 import torch
-from backbone_utils import (assert_deploy_equal, assert_frozen, count_params, max_rel_diff,
+from backbone_utils import (assert_deploy_equal, assert_frozen, count_macs, count_params,
+                            max_rel_diff,
                             randomize_bn_stats)
-from mmengine.analysis import FlopAnalyzer
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -27,28 +27,9 @@ TINY_XL = dict(TINY, small_kernel=None, dw_ratio=1.5)
 BN_KEYS = ('weight', 'bias', 'running_mean', 'running_var', 'num_batches_tracked')
 
 
-class Classify(nn.Module):
-    """``model.classify`` as a module, so tracing sees the model's parameters as parameters."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        return self.model.classify(x)
-
-
 def conv_linear_macs(model, size):
-    """Conv + linear MACs of ``model.classify`` at ``size`` x ``size`` (the README's "FLOPs").
-
-    By operator: ``count_macs(conv_linear_only=True)`` still counts batch_norm, because mmengine's
-    ``set_op_handle(op, None)`` leaves a default handle in place.
-    """
-    analyzer = FlopAnalyzer(Classify(model).eval(), (torch.randn(1, 3, size, size), ))
-    analyzer.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-    with torch.no_grad():
-        ops = analyzer.by_operator()
-    return ops['conv'] + ops['linear']
+    """Conv + linear MACs of ``model.classify`` at ``size`` x ``size`` (the README's "FLOPs")."""
+    return count_macs(model.classify, (1, 3, size, size), conv_linear_only=True)
 
 
 def scaled_macs(model, size):
