@@ -1,0 +1,206 @@
+"""tools/benchmark.py and mmlightbb.utils.benchmark: what is timed, the numbers it derives,
+--deploy, the JSON schema and the CLI. Tiny FasterNet models at 64-128 px keep it short."""
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+import mmlightbb  # noqa: F401
+from mmlightbb.utils import benchmark as bm
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+T0 = dict(embed_dims=40, depths=(1, 2, 8, 2), act_cfg=dict(type='GELU'), drop_path_rate=0.0)
+T0_DEEP = dict(T0, depths=(2, 4, 16, 4))
+CFG_OPTS = ['model.backbone.arch=t0', 'model.neck.in_channels=[80,160,320]']
+FAST = dict(peak_size=256, progress=False)
+
+
+class TinyDet(nn.Module):
+    """Just what the backbone-only path needs: ``backbone`` and ``data_preprocessor``."""
+
+    def __init__(self, arch=T0, **kwargs):
+        super().__init__()
+        from mmdet.models.data_preprocessors import DetDataPreprocessor
+        from mmdet.registry import MODELS
+        self.data_preprocessor = DetDataPreprocessor(
+            mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], bgr_to_rgb=True)
+        self.backbone = MODELS.build(dict(type='FasterNet', arch=arch, **kwargs))
+
+
+def _randomize_bn(model, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            c = m.num_features
+            m.running_mean.copy_(torch.randn(c, generator=gen) * 0.5)
+            m.running_var.copy_(torch.rand(c, generator=gen) + 0.5)
+            m.weight.data.copy_(torch.randn(c, generator=gen) * 0.5 + 1)
+            m.bias.data.copy_(torch.randn(c, generator=gen) * 0.2)
+    return model.eval()
+
+
+def test_fps_is_1000_over_median_times_batch():
+    stats, fps = bm.summarize([3.0, 1.0, 2.0], batch_size=4)
+    assert stats['median'] == 2.0 and fps == 2000.0
+    assert stats['min'] == 1.0 and stats['max'] == 3.0 and stats['p90'] == pytest.approx(2.8)
+    res = bm.benchmark(TinyDet(), (64, 64), batch_size=2, backbone_only=True, warmup=1, iters=3,
+                       **FAST)
+    assert len(res['latency_ms']['samples']) == 3
+    assert res['fps'] == 1000.0 / res['latency_ms']['median'] * 2
+    assert res['achieved_gflops'] == pytest.approx(
+        2 * res['macs']['backbone_per_image'] * 2 / (res['latency_ms']['median'] / 1000) / 1e9)
+    assert res['flops']['backbone_per_image'] == 2 * res['macs']['backbone_per_image']
+    assert res['peak']['share'] == pytest.approx(res['achieved_gflops'] /
+                                                 res['peak']['matmul_gflops'])
+
+
+def test_twice_as_deep_measures_slower():
+    torch.manual_seed(0)
+    kw = dict(backbone_only=True, warmup=3, iters=20, threads=1, **FAST)
+    shallow = bm.benchmark(TinyDet(T0), (128, 128), **kw)
+    deep = bm.benchmark(TinyDet(T0_DEEP), (128, 128), **kw)
+    assert deep['macs']['backbone_per_image'] > 1.5 * shallow['macs']['backbone_per_image']
+    assert deep['params']['backbone'] > shallow['params']['backbone']
+    # ~1.9x the work; min is the least noisy statistic on a shared machine
+    assert deep['latency_ms']['min'] > 1.2 * shallow['latency_ms']['min']
+    assert deep['latency_ms']['median'] > shallow['latency_ms']['median']
+    assert deep['settings']['threads'] == 1
+
+
+SCHEMA = {
+    'schema_version', 'timed_unit', 'settings', 'latency_ms', 'fps', 'params', 'macs', 'flops',
+    'achieved_gflops', 'peak', 'deploy_check', 'timed_model', 'versions', 'hardware'}
+SUBKEYS = {
+    'settings': {'config', 'checkpoint', 'cfg_options', 'mode', 'input_hw', 'batch_size',
+                 'warmup', 'iters', 'threads', 'device', 'deploy', 'channels_last', 'dtype'},
+    'latency_ms': {'median', 'mean', 'p90', 'min', 'max', 'std', 'samples'},
+    'params': {'model', 'backbone'},
+    'macs': {'backbone_per_image', 'backbone_per_batch', 'counter'},
+    'flops': {'backbone_per_image', 'backbone_per_batch'},
+    'peak': {'matmul_gflops', 'matmul_size', 'share'},
+    'timed_model': {'deployed', 'backbone_batchnorm_layers', 'memory_format'},
+    'versions': {'python', 'torch', 'mmcv', 'mmdet', 'mmengine', 'mmlightbb'},
+    'hardware': {'cpu', 'gpu'},
+}
+
+
+@pytest.mark.parametrize('deploy', [False, True])
+def test_json_schema_is_stable(deploy, tmp_path):
+    res = bm.benchmark(TinyDet(), (64, 64), backbone_only=True, warmup=0, iters=1,
+                       deploy=deploy, channels_last=deploy, **FAST)
+    bm.dump_json(res, str(tmp_path / 'r.json'))
+    loaded = json.loads((tmp_path / 'r.json').read_text())
+    assert set(loaded) == SCHEMA and loaded['schema_version'] == bm.SCHEMA_VERSION == 1
+    for key, sub in SUBKEYS.items():
+        assert set(loaded[key]) == sub, key
+    assert (loaded['deploy_check'] is None) == (not deploy)
+    if deploy:
+        assert set(loaded['deploy_check']) == {'max_rel_diff', 'neck_max_rel_diff', 'compared'}
+    s = loaded['settings']
+    assert (s['mode'], s['input_hw'], s['device'], s['dtype']) == ('backbone_only', [64, 64],
+                                                                   'cpu', 'float32')
+    assert s['deploy'] is deploy and s['channels_last'] is deploy
+    assert loaded['hardware']['cpu'] and loaded['versions']['mmlightbb'] == mmlightbb.__version__
+
+
+def test_deploy_is_equal_and_the_deployed_model_is_timed():
+    model = _randomize_bn(TinyDet(norm_output=False))
+    res, timed = bm.benchmark(model, (64, 64), batch_size=2, backbone_only=True, warmup=0,
+                              iters=2, deploy=True, return_model=True, **FAST)
+    assert res['deploy_check']['max_rel_diff'] <= 1e-5
+    assert res['deploy_check']['max_rel_diff'] > 0  # something was actually fused
+    assert res['timed_model'] == dict(deployed=True, backbone_batchnorm_layers=0,
+                                      memory_format='contiguous')
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in timed.backbone.modules())
+    assert timed.backbone.deploy
+    # the caller's model is left as it was
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.backbone.modules())
+    assert not model.backbone.deploy
+
+
+def test_deploy_of_a_whole_detector_also_fuses_the_neck():
+    model, _ = bm.build_detector(osp.join(REPO, 'configs/yolox_fasternet.py'),
+                                 cfg_options={'model.backbone.arch': 't0',
+                                              'model.neck.in_channels': [80, 160, 320]})
+    _randomize_bn(model)
+    res, timed = bm.benchmark(model, (64, 64), warmup=0, iters=1, deploy=True, return_model=True,
+                              **FAST)
+    assert res['settings']['mode'] == 'test_step'
+    assert res['deploy_check']['max_rel_diff'] <= 1e-5
+    assert res['deploy_check']['neck_max_rel_diff'] <= 1e-4
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in timed.neck.modules()) == 0
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in model.neck.modules()) > 0
+
+
+@pytest.mark.parametrize('kwargs,match', [
+    (dict(iters=0), 'iters must be an int >= 1'),
+    (dict(iters=-3), 'iters must be an int >= 1'),
+    (dict(iters=2.5), 'iters must be an int >= 1'),
+    (dict(warmup=-1), 'warmup must be an int >= 0'),
+    (dict(batch_size=0), 'batch size must be an int >= 1'),
+    (dict(fp16=True), 'fp16 is CUDA only'),
+])
+def test_invalid_settings_raise_clear_errors(kwargs, match):
+    args = dict(backbone_only=True, warmup=0, iters=1, **FAST)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        bm.benchmark(TinyDet(), (64, 64), **args)
+
+
+def test_summarize_refuses_no_samples():
+    with pytest.raises(ValueError, match='iters must be >= 1'):
+        bm.summarize([], 1)
+
+
+def test_default_shape_is_the_test_resize_scale():
+    from mmlightbb.utils.config import load_config
+    cfg = load_config(osp.join(REPO, 'configs/yolox_fasternet.py'))
+    assert bm.find_test_scale(cfg) == (640, 640)
+
+
+def _cli(*args, cwd=REPO):
+    return subprocess.run([sys.executable, osp.join(REPO, 'tools/benchmark.py'), *args],
+                          cwd=cwd, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, 'PYTHONPATH': REPO})
+
+
+def test_cli_end_to_end_prints_the_table_and_writes_json(tmp_path):
+    out = tmp_path / 'results.json'
+    proc = _cli(osp.join(REPO, 'configs/yolox_fasternet.py'), '--shape', '64', '64', '--iters',
+                '2', '--warmup', '1', '--threads', '1', '--deploy', '--out', str(out),
+                '--cfg-options', *CFG_OPTS)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    numbers = [line for line in lines if '|' in line]
+    names = [line.split('  ')[0] for line in numbers]
+    for name in ('latency median', 'latency p90', 'latency std', 'FPS (images/s)',
+                 'backbone MACs/image', 'fp32 matmul peak GFLOP/s', 'deploy max rel diff'):
+        assert name in names, (name, proc.stdout)
+    for line in numbers:
+        assert line.endswith('| 64x64 b1 threads=1 cpu deploy=on channels_last=off float32')
+    assert 'timed unit (test_step)' in proc.stdout and 'NMS' in proc.stdout
+    res = json.loads(out.read_text())
+    assert set(res) == SCHEMA
+    assert res['settings']['cfg_options']['model.backbone.arch'] == 't0'
+    assert res['deploy_check']['max_rel_diff'] <= 1e-5
+
+
+def test_cli_rejects_bad_iters_with_a_clear_message():
+    proc = _cli(osp.join(REPO, 'configs/yolox_fasternet.py'), '--iters', '0')
+    assert proc.returncode != 0
+    assert 'iters must be an int >= 1' in proc.stderr.strip().splitlines()[-1]
+
+
+def test_callers_model_and_threads_are_left_as_they_were():
+    threads = torch.get_num_threads()
+    model = TinyDet()
+    res, timed = bm.benchmark(model, (64, 64), backbone_only=True, warmup=0, iters=1, threads=1,
+                              channels_last=True, return_model=True, **FAST)
+    assert res['settings']['threads'] == 1 and torch.get_num_threads() == threads
+    assert timed is not model and res['timed_model']['memory_format'] == 'channels_last'
+    assert model.backbone.patch_embed.proj.weight.is_contiguous()
