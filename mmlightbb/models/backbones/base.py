@@ -88,10 +88,6 @@ class BaseBackbone(BaseModule):
         """Channels of each returned feature map, in the order they are returned."""
         return [self.stage_channels[i] for i in self.out_indices]
 
-    @property
-    def out_strides(self) -> List[int]:
-        return [4 * 2**i for i in self.out_indices]
-
     # ---------------------------------------------------------------- freezing and norm_eval
     def frozen_modules(self, index: int) -> List[nn.Module]:
         """Modules frozen by ``frozen_stages >= index`` (0: stem; k: stage k with its downsampling)."""
