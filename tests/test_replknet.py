@@ -158,6 +158,32 @@ def test_large_kernel_runs_channels_last_on_cpu():
         assert max_rel_diff(large_kernel(y), reference) < 1e-6
 
 
+@pytest.mark.parametrize('kernel,size,bias', [(31, 12, False), (13, 20, True), (7, 9, True)])
+def test_large_kernel_conv_gradients_match_nn_conv2d(kernel, size, bias):
+    """The fast CPU weight gradient (a grouped conv over the batch) equals autograd's, and so do
+    the output and the input and bias gradients, in both memory formats."""
+    from mmlightbb.models.layers import DepthwiseLargeKernelConv2d
+    fast = DepthwiseLargeKernelConv2d(6, kernel, bias=bias)
+    stock = nn.Conv2d(6, 6, kernel, 1, kernel // 2, groups=6, bias=bias)
+    stock.load_state_dict(fast.state_dict())
+    for memory_format in (torch.contiguous_format, torch.channels_last):
+        x = torch.randn(3, 6, size, size + 3).contiguous(memory_format=memory_format)
+        grad_out = torch.randn(3, 6, size, size + 3)
+        results = []
+        for conv in (fast, stock):
+            conv.zero_grad()
+            xin = x.clone().requires_grad_()
+            out = conv(xin)
+            out.backward(grad_out)
+            results.append([out, xin.grad, conv.weight.grad] + ([conv.bias.grad] if bias else []))
+        for got, want in zip(*results):
+            assert got.shape == want.shape
+            assert max_rel_diff(want, got) < 1e-5
+    # inference is plain nn.Conv2d
+    with torch.no_grad():
+        assert torch.equal(fast(x), stock(x))
+
+
 def test_norm_intermediate_features_only_on_returned_maps():
     plain = RepLKNet(TINY, out_indices=(1, 2)).eval()
     normed = RepLKNet(TINY, out_indices=(1, 2), norm_intermediate_features=True).eval()

@@ -16,7 +16,7 @@ from mmdet.registry import MODELS
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..layers import ConvBN, bn_scale_shift
+from ..layers import ConvBN, DepthwiseLargeKernelConv2d, bn_scale_shift
 from .base import BaseBackbone
 
 
@@ -59,11 +59,12 @@ class ReparamLargeKernelConv(nn.Module):
         self.small_kernel = small_kernel
         self.lkb_origin = self.small_conv = self.lkb_reparam = None
         if small_kernel_merged:
-            self.lkb_reparam = nn.Conv2d(channels, channels, kernel_size, 1, kernel_size // 2,
-                                         groups=channels, bias=True)
+            self.lkb_reparam = DepthwiseLargeKernelConv2d(channels, kernel_size, bias=True)
         else:
             self.lkb_origin = ConvBN(channels, channels, kernel_size, groups=channels,
                                      norm_cfg=norm_cfg)
+            # same parameters as ConvBN's nn.Conv2d, with a fast CPU weight gradient
+            self.lkb_origin.conv = DepthwiseLargeKernelConv2d(channels, kernel_size)
             if small_kernel is not None:
                 self.small_conv = ConvBN(channels, channels, small_kernel, groups=channels,
                                          norm_cfg=norm_cfg)
@@ -89,8 +90,8 @@ class ReparamLargeKernelConv(nn.Module):
         channels = weight.shape[0]
         # padding from K, not copied from the old conv: copying breaks with the official iGEMM
         # conv, whose padding attribute is 0 (RepLKNet-pytorch #48)
-        self.lkb_reparam = nn.Conv2d(channels, channels, self.kernel_size, 1, self.kernel_size // 2,
-                                     groups=channels, bias=True).to(weight)
+        self.lkb_reparam = DepthwiseLargeKernelConv2d(channels, self.kernel_size,
+                                                      bias=True).to(weight)
         self.lkb_reparam.weight.copy_(weight)
         self.lkb_reparam.bias.copy_(bias)
         self.lkb_origin = self.small_conv = None
