@@ -1,5 +1,6 @@
 """tools/benchmark.py and mmlightbb.utils.benchmark: what is timed, the numbers it derives,
---deploy, the JSON schema and the CLI. Tiny FasterNet models at 64-128 px keep it short."""
+--deploy, --profile, --real-images, the JSON schema and the CLI. Tiny FasterNet models at 64-128 px
+keep it short."""
 import json
 import os
 import os.path as osp
@@ -74,10 +75,12 @@ def test_twice_as_deep_measures_slower():
 
 SCHEMA = {
     'schema_version', 'timed_unit', 'settings', 'latency_ms', 'fps', 'params', 'macs', 'flops',
-    'achieved_gflops', 'peak', 'deploy_check', 'timed_model', 'versions', 'hardware'}
+    'achieved_gflops', 'peak', 'deploy_check', 'timed_model', 'versions', 'hardware',
+    'real_images', 'profile'}
 SUBKEYS = {
     'settings': {'config', 'checkpoint', 'cfg_options', 'mode', 'input_hw', 'batch_size',
-                 'warmup', 'iters', 'threads', 'device', 'deploy', 'channels_last', 'dtype'},
+                 'warmup', 'iters', 'threads', 'device', 'deploy', 'channels_last', 'dtype',
+                 'real_images', 'profile'},
     'latency_ms': {'median', 'mean', 'p90', 'min', 'max', 'std', 'samples'},
     'params': {'model', 'backbone'},
     'macs': {'backbone_per_image', 'backbone_per_batch', 'counter'},
@@ -99,12 +102,14 @@ def test_json_schema_is_stable(deploy, tmp_path):
     for key, sub in SUBKEYS.items():
         assert set(loaded[key]) == sub, key
     assert (loaded['deploy_check'] is None) == (not deploy)
+    assert loaded['profile'] is None and loaded['real_images'] is None  # not requested
     if deploy:
         assert set(loaded['deploy_check']) == {'max_rel_diff', 'neck_max_rel_diff', 'compared'}
     s = loaded['settings']
     assert (s['mode'], s['input_hw'], s['device'], s['dtype']) == ('backbone_only', [64, 64],
                                                                    'cpu', 'float32')
     assert s['deploy'] is deploy and s['channels_last'] is deploy
+    assert s['real_images'] is False and s['profile'] is False
     assert loaded['hardware']['cpu'] and loaded['versions']['mmlightbb'] == mmlightbb.__version__
 
 
@@ -172,14 +177,15 @@ def _cli(*args, cwd=REPO):
 def test_cli_end_to_end_prints_the_table_and_writes_json(tmp_path):
     out = tmp_path / 'results.json'
     proc = _cli(osp.join(REPO, 'configs/yolox_fasternet.py'), '--shape', '64', '64', '--iters',
-                '2', '--warmup', '1', '--threads', '1', '--deploy', '--out', str(out),
+                '2', '--warmup', '1', '--threads', '1', '--deploy', '--profile', '--out', str(out),
                 '--cfg-options', *CFG_OPTS)
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = proc.stdout.splitlines()
     numbers = [line for line in lines if '|' in line]
     names = [line.split('  ')[0] for line in numbers]
     for name in ('latency median', 'latency p90', 'latency std', 'FPS (images/s)',
-                 'backbone MACs/image', 'fp32 matmul peak GFLOP/s', 'deploy max rel diff'):
+                 'backbone MACs/image', 'fp32 matmul peak GFLOP/s', 'deploy max rel diff',
+                 'profile conv', 'profile depthwise conv', 'profile NMS', 'profile other'):
         assert name in names, (name, proc.stdout)
     for line in numbers:
         assert line.endswith('| 64x64 b1 threads=1 cpu deploy=on channels_last=off float32')
@@ -188,6 +194,8 @@ def test_cli_end_to_end_prints_the_table_and_writes_json(tmp_path):
     assert set(res) == SCHEMA
     assert res['settings']['cfg_options']['model.backbone.arch'] == 't0'
     assert res['deploy_check']['max_rel_diff'] <= 1e-5
+    assert list(res['profile']['categories']) == list(bm.PROFILE_CATEGORIES)
+    assert res['profile']['iters'] == 3 and res['profile']['time'] == 'self CPU time'
 
 
 def test_cli_rejects_bad_iters_with_a_clear_message():
@@ -204,3 +212,113 @@ def test_callers_model_and_threads_are_left_as_they_were():
     assert res['settings']['threads'] == 1 and torch.get_num_threads() == threads
     assert timed is not model and res['timed_model']['memory_format'] == 'channels_last'
     assert model.backbone.patch_embed.proj.weight.is_contiguous()
+
+
+# ----------------------------------------------------------------------------------- --profile
+class ConvDet(nn.Module):
+    """A detector stand-in whose backbone is a few convs, dense or depthwise."""
+
+    def __init__(self, depthwise: bool):
+        super().__init__()
+        from mmdet.models.data_preprocessors import DetDataPreprocessor
+        self.data_preprocessor = DetDataPreprocessor(mean=[0, 0, 0], std=[1, 1, 1])
+        if depthwise:  # a cheap 1x1 from 3 channels, then a 9x9 depthwise on 128: dw dominates
+            self.backbone = nn.Sequential(nn.Conv2d(3, 128, 1),
+                                          nn.Conv2d(128, 128, 9, padding=4, groups=128))
+        else:
+            self.backbone = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.ReLU(),
+                                          nn.Conv2d(64, 64, 3, padding=1))
+
+
+@pytest.mark.parametrize('depthwise,largest', [(False, 'conv'), (True, 'depthwise conv')])
+def test_profile_gives_conv_the_largest_share(depthwise, largest):
+    res = bm.benchmark(ConvDet(depthwise), (64, 64), backbone_only=True, warmup=1, iters=2,
+                       threads=1, profile=True, profile_iters=2, **FAST)
+    prof = res['profile']
+    shares = {cat: entry['share'] for cat, entry in prof['categories'].items()}
+    assert list(shares) == list(bm.PROFILE_CATEGORIES)
+    assert max(shares, key=shares.get) == largest and shares[largest] > 0.5
+    assert 100 * sum(shares.values()) == pytest.approx(100, abs=0.5)
+    assert sum(e['ms_per_iter'] for e in prof['categories'].values()) == pytest.approx(
+        prof['op_ms_per_iter'])
+    assert 0 < prof['op_ms_per_iter'] <= prof['wall_ms_per_iter']
+    assert res['settings']['profile'] is True and prof['iters'] == 2
+    # profiling runs after timing: the timed samples are exactly the requested ones
+    assert len(res['latency_ms']['samples']) == 2
+
+
+def test_profile_charges_the_nms_kernel_to_nms():
+    from mmcv.ops import batched_nms
+    gen = torch.Generator().manual_seed(0)
+    xy = torch.rand(2000, 2, generator=gen) * 200
+    boxes = torch.cat([xy, xy + 10 + torch.rand(2000, 2, generator=gen) * 40], 1)
+    scores, idxs = torch.rand(2000, generator=gen), torch.randint(0, 3, (2000, ), generator=gen)
+    prof = bm.profile_ops(lambda: batched_nms(boxes, scores, idxs, dict(iou_threshold=0.5)), 2)
+    # the kernel (mmcv's NMSop scope, aten ops inside it included) is NMS; batched_nms's Python
+    # around it (offsets, indexing) is charged to those ops' own types (see the module doc)
+    nms_ops = [op for op in prof['top_ops'] if op['category'] == 'NMS']
+    assert [op['op'] for op in nms_ops] == ['NMSop']
+    assert nms_ops[0]['ms_per_iter'] == prof['categories']['NMS']['ms_per_iter'] > 0
+
+
+@pytest.mark.parametrize('name,shapes,category', [
+    ('aten::conv2d', [[1, 16, 8, 8], [16, 1, 3, 3]], 'depthwise conv'),
+    ('aten::mkldnn_convolution', [[1, 16, 8, 8], [32, 1, 3, 3]], 'depthwise conv'),  # multiplier 2
+    ('aten::conv2d', [[1, 16, 8, 8], [16, 16, 3, 3]], 'conv'),
+    ('aten::conv2d', [[1, 16, 8, 8], [16, 4, 3, 3]], 'conv'),  # grouped, not depthwise
+    ('aten::conv2d', [[1, 1, 8, 8], [16, 1, 3, 3]], 'conv'),  # one input channel: dense
+    ('aten::conv_transpose2d', [[1, 16, 8, 8], [16, 1, 2, 2]], 'conv'),
+    ('aten::addmm', [], 'matmul/linear'), ('aten::native_layer_norm', [], 'norm'),
+    ('aten::relu_', [], 'activation'), ('aten::sigmoid', [], 'activation'),
+    ('aten::add_', [], 'element-wise'), ('aten::copy_', [], 'memory/reshape'),
+    ('aten::constant_pad_nd', [], 'memory/reshape'), ('torchvision::nms', [], 'NMS'),
+    ('NMSop', [], 'NMS'), ('mmcv::batched_nms', [], 'NMS'),
+    ('aten::max_pool2d', [], None),  # not recognised: its enclosing op decides, else 'other'
+    ('warnings._showwarnmsg', [], None),  # "nms" inside a word is not NMS
+])
+def test_op_category_rules(name, shapes, category):
+    assert bm.op_category(name, shapes) == category
+
+
+# ------------------------------------------------------------------------------ --real-images
+def _tiny_config(tmp_path, data, name='tiny.py'):
+    from conftest import tiny_yolox_config
+    path = tmp_path / name
+    path.write_text(tiny_yolox_config(data, dict(type='FasterNet', arch='t0', out_indices=(1, 2, 3)),
+                                      [80, 160, 320], size=64))
+    return str(path)
+
+
+def test_real_images_time_a_different_test_image_each_iteration(tmp_path, tiny_coco):
+    res = bm.run_benchmark(_tiny_config(tmp_path, tiny_coco), real_images=True, warmup=1, iters=3,
+                           threads=1, **FAST)
+    assert res['settings']['real_images'] is True and res['settings']['input_hw'] == [64, 64]
+    assert res['real_images'] == dict(dataset='CocoDataset', test_set_size=8, images_used=4,
+                                      batch_input_hw={'64x64': 4})
+    assert len(res['latency_ms']['samples']) == 3 and 'real test image' in res['timed_unit']
+    assert bm.format_table(res).splitlines()[-1].endswith('| real 64x64 b1 threads=1 cpu '
+                                                          'deploy=off channels_last=off float32')
+
+
+@pytest.mark.parametrize('num_images,warmup,iters,batch,needed', [
+    (8, 5, 4, 1, 9), (8, 1, 2, 3, 9), (1, 1, 1, 1, 2)])
+def test_real_images_refuse_a_too_small_test_set(tmp_path, num_images, warmup, iters, batch,
+                                                 needed):
+    from conftest import write_shapes_coco
+    config = _tiny_config(tmp_path, write_shapes_coco(str(tmp_path / 'data'), num_images))
+    with pytest.raises(ValueError) as err:
+        bm.run_benchmark(config, real_images=True, warmup=warmup, iters=iters, batch_size=batch,
+                         **FAST)
+    assert str(err.value) == (
+        f'--real-images needs (warmup + iters) x batch = {needed} test images but the test set '
+        f'of {config} has {num_images}; lower --iters/--warmup/--batch-size or drop '
+        '--real-images')
+
+
+def test_cli_real_images_on_a_too_small_test_set_fails_with_one_line(tmp_path, tiny_coco):
+    proc = _cli(_tiny_config(tmp_path, tiny_coco), '--real-images', '--warmup', '5', '--iters',
+                '20')
+    assert proc.returncode == 1 and proc.stdout == ''
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith('error: --real-images needs (warmup + iters) x batch = 25 test '
+                           'images but the test set of ') and 'has 8; lower --iters' in last

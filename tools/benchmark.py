@@ -1,12 +1,14 @@
 """Inference latency of a detector (test_step incl. NMS) or its backbone alone; see
-``mmlightbb/utils/benchmark.py`` for exactly what is timed and the JSON schema.
+``mmlightbb/utils/benchmark.py`` for exactly what is timed, the profile rules and the JSON schema.
 
-    python tools/benchmark.py CONFIG [--checkpoint CKPT] [--backbone-only] [--shape H W]
-        [--batch-size N] [--warmup 5] [--iters 20] [--threads T] [--device cpu|cuda] [--deploy]
-        [--channels-last] [--fp16] [--out results.json] [--cfg-options k=v ...]
+    python tools/benchmark.py CONFIG [--checkpoint CKPT] [--backbone-only]
+        [--shape H W | --real-images] [--batch-size N] [--warmup 5] [--iters 20] [--threads T]
+        [--device cpu|cuda] [--deploy] [--channels-last] [--fp16]
+        [--profile [--profile-iters 3]] [--out results.json] [--cfg-options k=v ...]
 
-No dataloader is timed: one synthetic batch of fixed size is built before the clock starts.
-``--profile`` is not implemented.
+No dataloader is timed: one synthetic batch of fixed size, or with ``--real-images`` (warmup +
+iters) batches of the config's test set, is built before the clock starts. ``--profile`` adds a
+per-operator-type time breakdown from extra iterations run after the timed ones.
 """
 import argparse
 import os.path as osp
@@ -22,6 +24,9 @@ def parse_args():
                         help='time model.backbone(x) only (default: the whole test_step)')
     parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
                         help="input size (default: the config's test Resize scale)")
+    parser.add_argument('--real-images', action='store_true',
+                        help="time on (warmup + iters) x batch images of the config's test set, "
+                        'loaded through its test pipeline before timing (needs that many)')
     parser.add_argument('--batch-size', type=int, default=1, help='images per batch')
     parser.add_argument('--warmup', type=int, default=5, help='discarded iterations (>= 0)')
     parser.add_argument('--iters', type=int, default=20, help='timed iterations (>= 1)')
@@ -32,6 +37,11 @@ def parse_args():
                         'against the original model, the deployed one is timed')
     parser.add_argument('--channels-last', action='store_true', help='NHWC model and input')
     parser.add_argument('--fp16', action='store_true', help='half precision (CUDA only)')
+    parser.add_argument('--profile', action='store_true',
+                        help='per-operator-type time shares (torch.profiler) from extra '
+                        'iterations after the timed ones')
+    parser.add_argument('--profile-iters', type=int, default=3,
+                        help='iterations profiled with --profile (>= 1)')
     parser.add_argument('--out', help='write all settings and numbers to this .json file')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override settings of the config, xxx=yyy format')
@@ -44,18 +54,23 @@ def main():
                                            validate_settings)
     try:
         validate_settings(args.iters, args.warmup, args.batch_size, args.threads, args.shape,
-                          args.device, args.fp16)
+                          args.device, args.fp16, args.profile_iters if args.profile else None)
     except ValueError as err:
         parser.error(str(err))
+    if args.shape is not None and args.real_images:
+        parser.error('--shape and --real-images exclude each other (the test pipeline sizes real '
+                     'images); drop one')
     if args.checkpoint is not None and not osp.isfile(args.checkpoint):
         parser.error(f'checkpoint not found: {args.checkpoint!r}')
     try:
         res = run_benchmark(args.config, args.checkpoint, args.cfg_options, args.shape,
-                            batch_size=args.batch_size, backbone_only=args.backbone_only,
-                            warmup=args.warmup, iters=args.iters, threads=args.threads,
-                            device=args.device, deploy=args.deploy,
-                            channels_last=args.channels_last, fp16=args.fp16)
-    except ValueError as err:
+                            real_images=args.real_images, batch_size=args.batch_size,
+                            backbone_only=args.backbone_only, warmup=args.warmup,
+                            iters=args.iters, threads=args.threads, device=args.device,
+                            deploy=args.deploy, channels_last=args.channels_last,
+                            fp16=args.fp16, profile=args.profile,
+                            profile_iters=args.profile_iters)
+    except (ValueError, FileNotFoundError) as err:  # bad setting, too few or missing test images
         raise SystemExit(f'error: {err}') from None
     print(format_table(res))
     if args.out:

@@ -1,0 +1,265 @@
+"""Accuracy vs speed of several runs: a Markdown table, mAP-vs-FPS and MACs-vs-latency plots.
+
+    python tools/compare.py RUN_DIR [RUN_DIR ...] --out OUT_DIR [--metric pascal_voc/mAP]
+        [--names NAME ...]
+
+A RUN_DIR is a work dir (``work_dirs/<config>/``) holding:
+
+* the mAP: the newest test results of ``tools/test.py``. mmengine's ``LoggerHook.after_test_epoch``
+  dumps the test metrics as one JSON object to ``<work_dir>/<timestamp>/<timestamp>.json``
+  (``runner.log_dir`` + ``<timestamp>.json``); the newest timestamp wins. Without one, the last
+  validation entry of ``<timestamp>/vis_data/scalars.json`` (one JSON object per line, written
+  during training) of the newest run that has one.
+* the speed: ``benchmark.json``, the schema-1 JSON of ``tools/benchmark.py --out``.
+
+Metric: ``--metric`` if given, else the first of :data:`METRIC_PREFERENCE` that the run has; the
+table names the metric of every row. A run without a metric or a benchmark shows "missing" (never
+0) and is left out of the plots, with a note. The Pareto front of mAP vs FPS is the set of runs
+that no other run beats in one and at least matches in the other (higher is better for both;
+identical points are all on it). The MACs-vs-latency plot fits ``latency = k x MACs`` by least
+squares through the origin: the runs far from the line are those whose latency MACs do not
+explain (memory-bound depthwise or large-kernel convs, NMS, Python overhead).
+
+Writes ``compare.md``, ``compare.json``, ``map_vs_fps.png`` and ``macs_vs_latency.png`` to
+OUT_DIR.
+"""
+import datetime
+import json
+import os
+import os.path as osp
+from typing import Dict, List, Optional, Sequence, Tuple
+
+METRIC_PREFERENCE = ('pascal_voc/mAP', 'coco/bbox_mAP_50', 'coco/bbox_mAP')
+MISSING = 'missing'
+OUTPUT_FILES = ('compare.md', 'compare.json', 'map_vs_fps.png', 'macs_vs_latency.png')
+
+
+# --------------------------------------------------------------------------------- reading
+def _timestamp_dirs(run_dir: str) -> List[str]:
+    """mmengine's ``<timestamp>`` log dirs of a work dir, newest first (the names sort by time:
+    ``%Y%m%d_%H%M%S``)."""
+    return sorted((d for d in os.listdir(run_dir) if osp.isdir(osp.join(run_dir, d))),
+                  reverse=True)
+
+
+def _read_json(path: str, lines: bool = False):
+    """The JSON object of ``path`` (a list of them, one per line, with ``lines``); a broken file
+    is named in the error."""
+    with open(path) as f:
+        try:
+            return ([json.loads(line) for line in f if line.strip()] if lines else json.load(f))
+        except json.JSONDecodeError as err:
+            raise ValueError(f'{path} is not valid JSON ({err})') from None
+
+
+def find_metrics(run_dir: str, metric: Optional[str] = None) -> Tuple[Optional[dict], str]:
+    """(metrics, where they came from) of a work dir: the newest test json, else the last val
+    entry of the newest ``vis_data/scalars.json`` that has one; (None, reason) if neither."""
+    stamps = _timestamp_dirs(run_dir)
+    for stamp in stamps:
+        test_json = osp.join(run_dir, stamp, f'{stamp}.json')
+        if osp.isfile(test_json):
+            return _read_json(test_json), osp.relpath(test_json, run_dir)
+    wanted = (metric, ) if metric else METRIC_PREFERENCE
+    for stamp in stamps:
+        scalars = osp.join(run_dir, stamp, 'vis_data', 'scalars.json')
+        if osp.isfile(scalars):
+            vals = [e for e in _read_json(scalars, lines=True) if any(k in e for k in wanted)]
+            if vals:
+                return vals[-1], f'{osp.relpath(scalars, run_dir)} (last val entry)'
+    return None, 'no test results (<timestamp>/<timestamp>.json) or val entry in vis_data'
+
+
+def pick_metric(metrics: Optional[dict], metric: Optional[str] = None
+                ) -> Tuple[Optional[str], Optional[float]]:
+    """(name, value) of ``metric`` or of the first of METRIC_PREFERENCE present; else (None,
+    None). A value that is not a number (e.g. -1 for "no GT", NaN) counts as missing."""
+    if not metrics:
+        return None, None
+    for name in ((metric, ) if metric else METRIC_PREFERENCE):
+        value = metrics.get(name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+            return name, float(value)
+    return None, None
+
+
+def load_run(run_dir: str, name: Optional[str] = None, metric: Optional[str] = None) -> dict:
+    """One row: the run's name, mAP (or None) and the benchmark numbers (or None)."""
+    if not osp.isdir(run_dir):
+        raise FileNotFoundError(f'run dir not found: {run_dir!r} (pass work dirs of '
+                                'tools/train.py / tools/test.py)')
+    metrics, source = find_metrics(run_dir, metric)
+    metric_name, value = pick_metric(metrics, metric)
+    wanted = [metric] if metric else list(METRIC_PREFERENCE)
+    notes = []
+    if value is None:
+        notes.append(f'no mAP: {source}' if metrics is None else
+                     f'no mAP: {source} has none of {wanted}')
+    bench_path = osp.join(run_dir, 'benchmark.json')
+    bench = None
+    if osp.isfile(bench_path):
+        bench = _read_json(bench_path)
+    else:
+        notes.append('no benchmark.json (run tools/benchmark.py CONFIG --out '
+                     f'{bench_path})')
+    row = dict(name=name or osp.basename(osp.normpath(run_dir)), run_dir=run_dir,
+               metric=metric_name, map=value, map_source=source if value is not None else None,
+               config=None, fps=None, latency_ms=None, backbone_params=None, backbone_macs=None,
+               deploy=None, input=None, threads=None, device=None, cpu=None, torch=None)
+    if bench is not None:
+        s = bench['settings']
+        row.update(config=s['config'], fps=bench['fps'], latency_ms=bench['latency_ms']['median'],
+                   backbone_params=bench['params']['backbone'],
+                   backbone_macs=bench['macs']['backbone_per_image'], deploy=s['deploy'],
+                   input=('real ' if s.get('real_images') else '') +
+                   f"{s['input_hw'][0]}x{s['input_hw'][1]} b{s['batch_size']} {s['mode']}",
+                   threads=s['threads'], device=s['device'], cpu=bench['hardware']['cpu'],
+                   torch=bench['versions']['torch'])
+    plotted = value is not None and bench is not None
+    if not plotted:
+        notes.append('not in map_vs_fps.png')
+    row.update(plotted=plotted, notes=notes)
+    return row
+
+
+# ------------------------------------------------------------------------------- analysis
+def pareto_front(points: Sequence[Optional[Tuple[float, float]]]) -> List[bool]:
+    """Which (x, y) points no other point dominates (>= in both and > in one; higher is better
+    for both). Identical points do not dominate each other; None (missing) is never on it."""
+    front = []
+    for p in points:
+        if p is None:
+            front.append(False)
+            continue
+        front.append(not any(q is not None and q[0] >= p[0] and q[1] >= p[1] and q != p
+                             for q in points))
+    return front
+
+
+def fit_through_origin(xs: Sequence[float], ys: Sequence[float]) -> Optional[float]:
+    """Least-squares k of y = k x (None without a non-zero x)."""
+    sxx = sum(x * x for x in xs)
+    return sum(x * y for x, y in zip(xs, ys)) / sxx if sxx > 0 else None
+
+
+def compare(run_dirs: Sequence[str], names: Optional[Sequence[str]] = None,
+            metric: Optional[str] = None) -> dict:
+    """Rows of every run (in the given order) with the Pareto flags and the MACs-latency fit."""
+    if not run_dirs:
+        raise ValueError('no run dirs given')
+    if names is not None and len(names) != len(run_dirs):
+        raise ValueError(f'--names gives {len(names)} names for {len(run_dirs)} run dirs')
+    rows = [load_run(d, n, metric) for d, n in zip(run_dirs, names or [None] * len(run_dirs))]
+    flags = pareto_front([(r['fps'], r['map']) if r['plotted'] else None for r in rows])
+    for row, flag in zip(rows, flags):
+        row['pareto'] = flag if row['plotted'] else None
+    timed = [r for r in rows if r['backbone_macs'] is not None]
+    k = fit_through_origin([r['backbone_macs'] / 1e9 for r in timed],
+                           [r['latency_ms'] for r in timed])
+    for row in rows:
+        row['latency_vs_fit'] = (row['latency_ms'] / (k * row['backbone_macs'] / 1e9)
+                                 if row in timed and k and row['backbone_macs'] > 0 else None)
+    return dict(date=datetime.datetime.now().isoformat(timespec='seconds'),
+                metric_preference=[metric] if metric else list(METRIC_PREFERENCE),
+                machines=sorted({r['cpu'] for r in rows if r['cpu']}),
+                torch=sorted({r['torch'] for r in rows if r['torch']}),
+                fit=dict(model='latency_ms = k x backbone GMACs (least squares through 0)',
+                         ms_per_gmac=k),
+                rows=rows)
+
+
+# -------------------------------------------------------------------------------- writing
+def _cell(value, fmt: str = '{}') -> str:
+    return MISSING if value is None else fmt.format(value)
+
+
+def format_markdown(result: dict) -> str:
+    """The table (one row per run) with a header of date, machine(s) and torch version(s)."""
+    lines = ['# Accuracy vs speed', '',
+             f"* date: {result['date']}",
+             f"* machine: {', '.join(result['machines']) or MISSING}",
+             f"* torch: {', '.join(result['torch']) or MISSING}",
+             '* FPS and latency: tools/benchmark.py (`benchmark.json`); mAP: the newest test '
+             'results of tools/test.py, else the last val entry', '',
+             '| name | config | mAP (metric) | FPS | latency median ms | backbone params M | '
+             'backbone MACs G | deploy | input | threads | device | Pareto |',
+             '|---|---|---|---|---|---|---|---|---|---|---|---|']
+    for r in result['rows']:
+        map_cell = MISSING if r['map'] is None else f"{r['map']:.4f} ({r['metric']})"
+        deploy = None if r['deploy'] is None else ('yes' if r['deploy'] else 'no')
+        pareto = '-' if r['pareto'] is None else ('yes' if r['pareto'] else 'no')
+        lines.append(' | '.join([
+            f"| {r['name']}", _cell(r['config'] and osp.basename(r['config'])), map_cell,
+            _cell(r['fps'], '{:.2f}'), _cell(r['latency_ms'], '{:.2f}'),
+            _cell(r['backbone_params'] and r['backbone_params'] / 1e6, '{:.2f}'),
+            _cell(r['backbone_macs'] and r['backbone_macs'] / 1e9, '{:.2f}'), _cell(deploy),
+            _cell(r['input']), _cell(r['threads']), _cell(r['device']), pareto]) + ' |')
+    notes = [f"* {r['name']}: {'; '.join(r['notes'])}" for r in result['rows'] if r['notes']]
+    if notes:
+        lines += ['', 'Notes:', ''] + notes
+    k = result['fit']['ms_per_gmac']
+    if k is not None:
+        lines += ['', f'MACs vs latency: least-squares line through 0, {k:.3f} ms per backbone '
+                  'GMAC; latency / line per run: ' + ', '.join(
+                      f"{r['name']} {r['latency_vs_fit']:.2f}x" for r in result['rows']
+                      if r['latency_vs_fit'] is not None)]
+    return '\n'.join(lines) + '\n'
+
+
+def _plot(path: str, title: str, xlabel: str, ylabel: str, rows: List[dict], xkey, ykey,
+          front=None, line_k=None):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 5), dpi=100)
+    xs, ys = [xkey(r) for r in rows], [ykey(r) for r in rows]
+    ax.scatter(xs, ys, color='tab:blue', zorder=3)
+    for r, x, y in zip(rows, xs, ys):
+        ax.annotate(r['name'], (x, y), textcoords='offset points', xytext=(5, 5), fontsize=8)
+    if front is not None:
+        pts = sorted((x, y) for r, x, y in zip(rows, xs, ys) if front(r))
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], color='tab:red', marker='o',
+                    markerfacecolor='none', markersize=12, label='Pareto front', zorder=2)
+            ax.legend()
+    if line_k is not None and xs:
+        top = max(xs) * 1.1
+        ax.plot([0, top], [0, line_k * top], color='tab:gray', linestyle='--',
+                label=f'{line_k:.3f} ms / GMAC (fit through 0)')
+        ax.legend()
+    if not rows:
+        ax.text(0.5, 0.5, 'no run has both numbers', ha='center', va='center',
+                transform=ax.transAxes)
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_outputs(result: dict, out_dir: str) -> Dict[str, str]:
+    """Write compare.md, compare.json and the two PNGs; return their paths."""
+    os.makedirs(out_dir, exist_ok=True)
+    paths = {name: osp.join(out_dir, name) for name in OUTPUT_FILES}
+    with open(paths['compare.md'], 'w') as f:
+        f.write(format_markdown(result))
+    with open(paths['compare.json'], 'w') as f:
+        json.dump(result, f, indent=2)
+    plotted = [r for r in result['rows'] if r['plotted']]
+    metrics = sorted({r['metric'] for r in plotted})
+    _plot(paths['map_vs_fps.png'], 'mAP vs FPS', 'FPS (images/s, tools/benchmark.py)',
+          f"mAP ({', '.join(metrics) or 'none'})", plotted, lambda r: r['fps'],
+          lambda r: r['map'], front=lambda r: r['pareto'])
+    timed = [r for r in result['rows'] if r['backbone_macs'] is not None]
+    _plot(paths['macs_vs_latency.png'], 'Backbone MACs vs latency', 'backbone GMACs / image',
+          'median latency (ms / batch)', timed, lambda r: r['backbone_macs'] / 1e9,
+          lambda r: r['latency_ms'], line_k=result['fit']['ms_per_gmac'])
+    return paths
+
+
+def run_compare(run_dirs: Sequence[str], out_dir: str, names: Optional[Sequence[str]] = None,
+                metric: Optional[str] = None) -> Tuple[dict, Dict[str, str]]:
+    """:func:`compare` the runs and :func:`write_outputs` to ``out_dir``."""
+    result = compare(run_dirs, names, metric)
+    return result, write_outputs(result, out_dir)
+

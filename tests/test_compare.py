@@ -1,0 +1,155 @@
+"""tools/compare.py and mmlightbb.utils.compare: where mAP and speed come from (mmengine's own
+file formats), the Pareto front, "missing" values, the table and the plots."""
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+from collections import OrderedDict
+
+import pytest
+
+from mmlightbb.utils import compare as cmp
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+@pytest.mark.parametrize('points,front', [
+    ([(1, 1), (2, 2), (3, 1)], [False, True, True]),
+    ([(1, 5), (2, 4), (3, 3), (2, 2)], [True, True, True, False]),
+    ([(2, 2), (2, 2), (1, 1)], [True, True, False]),  # identical points: both on the front
+    ([(2, 2), (2, 3)], [False, True]),  # same FPS, higher mAP dominates
+    ([(2, 3), (3, 3)], [False, True]),  # same mAP, higher FPS dominates
+    ([None, (1, 1), None], [False, True, False]),  # missing is never on it
+])
+def test_pareto_front(points, front):
+    assert cmp.pareto_front(points) == front
+
+
+def test_fit_through_origin():
+    assert cmp.fit_through_origin([1, 2, 3], [2, 4, 6]) == pytest.approx(2)
+    assert cmp.fit_through_origin([], []) is None
+
+
+def _bench(run_dir, fps, macs_g, cpu='Test CPU @ 1GHz', config='configs/yolox_fasternet.py'):
+    """The parts of a tools/benchmark.py --out JSON (schema 1) that compare.py reads."""
+    res = dict(schema_version=1,
+               settings=dict(config=config, mode='test_step', input_hw=[640, 640], batch_size=1,
+                             threads=2, device='cpu', deploy=True, real_images=False),
+               latency_ms=dict(median=1000.0 / fps), fps=fps,
+               params=dict(model=5e6, backbone=3e6),
+               macs=dict(backbone_per_image=macs_g * 1e9), versions=dict(torch='2.13.0+cpu'),
+               hardware=dict(cpu=cpu, gpu=None))
+    (run_dir / 'benchmark.json').write_text(json.dumps(res, indent=2))
+
+
+def _test_json(run_dir, stamp, metrics):
+    """What LoggerHook.after_test_epoch writes: <work_dir>/<stamp>/<stamp>.json, one object
+    (metrics, then data_time and time), mmengine.fileio.dump's json.dump without indent."""
+    tag = OrderedDict(metrics)
+    tag.update(data_time=0.0123, time=0.4567)
+    os.makedirs(run_dir / stamp, exist_ok=True)
+    (run_dir / stamp / f'{stamp}.json').write_text(json.dumps(tag))
+
+
+def _scalars_json(run_dir, stamp, val_maps):
+    """What LocalVisBackend.add_scalars appends during training: one object per line in
+    <stamp>/vis_data/scalars.json -- train logs per interval, val metrics per val epoch."""
+    os.makedirs(run_dir / stamp / 'vis_data', exist_ok=True)
+    lines = []
+    for epoch, value in enumerate(val_maps, 1):
+        lines.append(dict(lr=0.001, data_time=0.01, loss=1.5, loss_cls=0.7, time=0.5,
+                          epoch=epoch, iter=epoch * 10, memory=0, step=epoch * 10))
+        lines.append({'pascal_voc/mAP': value, 'pascal_voc/AP50': value, 'coco/bbox_mAP': 0.1,
+                      'coco/bbox_mAP_50': 0.2, 'data_time': 0.01, 'time': 0.2, 'step': epoch})
+    with open(run_dir / stamp / 'vis_data' / 'scalars.json', 'w') as f:
+        for line in lines:
+            f.write(json.dumps(line) + '\n')
+
+
+@pytest.fixture
+def runs(tmp_path):
+    fast, slow, nomap, nobench = (tmp_path / n for n in ('fast', 'slow', 'nomap', 'nobench'))
+    for d in (fast, slow, nomap, nobench):
+        d.mkdir()
+    # fast: a training run's val entries, then two test runs; the newest test wins
+    _scalars_json(fast, '20260101_100000', [0.30, 0.40])
+    _test_json(fast, '20260102_090000', {'pascal_voc/mAP': 0.10, 'coco/bbox_mAP': 0.05})
+    _test_json(fast, '20260102_120000', {'pascal_voc/mAP': 0.45, 'pascal_voc/AP50': 0.45,
+                                         'coco/bbox_mAP': 0.2, 'coco/bbox_mAP_50': 0.4})
+    _bench(fast, fps=20.0, macs_g=3.0)
+    # slow: only val entries of training (no test run yet): the last one
+    _scalars_json(slow, '20260101_100000', [0.50, 0.60])
+    _bench(slow, fps=5.0, macs_g=10.0)
+    # nomap: a benchmark, no results at all; nobench: a COCO-only test run, no benchmark
+    _bench(nomap, fps=30.0, macs_g=2.0)
+    _test_json(nobench, '20260103_080000', {'coco/bbox_mAP': 0.3, 'coco/bbox_mAP_50': 0.5})
+    return [str(d) for d in (fast, slow, nomap, nobench)]
+
+
+def test_metrics_come_from_the_newest_test_json_else_the_last_val_entry(runs):
+    fast, slow, nomap, nobench = (cmp.load_run(d) for d in runs)
+    assert (fast['metric'], fast['map']) == ('pascal_voc/mAP', 0.45)
+    assert fast['map_source'] == osp.join('20260102_120000', '20260102_120000.json')
+    assert (slow['metric'], slow['map']) == ('pascal_voc/mAP', 0.60)
+    assert 'scalars.json (last val entry)' in slow['map_source']
+    assert (nobench['metric'], nobench['map']) == ('coco/bbox_mAP_50', 0.5)
+    assert nomap['map'] is None and nomap['metric'] is None
+    assert cmp.load_run(runs[0], metric='coco/bbox_mAP')['map'] == 0.2
+
+
+def test_table_plots_and_json(runs, tmp_path):
+    out = tmp_path / 'out'
+    result, paths = cmp.run_compare(runs, str(out), names=['Fast', 'Slow', 'NoMap', 'NoBench'])
+    for name in cmp.OUTPUT_FILES:
+        assert osp.getsize(paths[name]) > 0, name
+    for png in ('map_vs_fps.png', 'macs_vs_latency.png'):
+        assert (out / png).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    md = (out / 'compare.md').read_text()
+    rows = [line for line in md.splitlines() if line.startswith('| ') and '---' not in line]
+    assert len(rows) == 1 + 4  # header + one per run
+    cells = {r.split(' | ')[0][2:]: [c.strip() for c in r.strip('| ').split(' | ')]
+             for r in rows[1:]}
+    assert cells['Fast'][2] == '0.4500 (pascal_voc/mAP)' and cells['Fast'][-1] == 'yes'
+    assert cells['Slow'][-1] == 'yes'  # more mAP, fewer FPS: also on the front
+    assert cells['NoMap'][2] == 'missing' and cells['NoMap'][3] == '30.00'
+    assert cells['NoMap'][-1] == '-'  # not plotted, so no Pareto verdict
+    assert cells['NoBench'][2] == '0.5000 (coco/bbox_mAP_50)'
+    assert cells['NoBench'][3:5] == ['missing', 'missing'] and cells['NoBench'][-1] == '-'
+    assert '0.0000' not in md and '| 0.00 |' not in md  # missing is never shown as 0
+    assert 'machine: Test CPU @ 1GHz' in md and 'torch: 2.13.0+cpu' in md
+    assert 'NoMap: no mAP' in md and 'NoBench: no benchmark.json' in md
+    assert md.count('not in map_vs_fps.png') == 2
+    saved = json.loads((out / 'compare.json').read_text())
+    by_name = {r['name']: r for r in saved['rows']}
+    assert by_name['NoMap']['map'] is None and by_name['NoMap']['plotted'] is False
+    assert [r['name'] for r in saved['rows'] if r['plotted']] == ['Fast', 'Slow']
+    # latency = k x GMACs through the origin over the three benchmarked runs
+    lat = {'Fast': 50.0, 'Slow': 200.0, 'NoMap': 1000 / 30}
+    macs = {'Fast': 3.0, 'Slow': 10.0, 'NoMap': 2.0}
+    k = sum(lat[n] * macs[n] for n in lat) / sum(m * m for m in macs.values())
+    assert saved['fit']['ms_per_gmac'] == pytest.approx(k)
+
+
+def test_a_dominated_run_is_not_on_the_front(runs, tmp_path):
+    _bench(tmp_path / 'slow', fps=25.0, macs_g=10.0)  # now faster than fast and more mAP
+    worse = tmp_path / 'worse'
+    worse.mkdir()
+    _test_json(worse, '20260104_000000', {'pascal_voc/mAP': 0.3})
+    _bench(worse, fps=10.0, macs_g=1.0)
+    result = cmp.compare(runs[:2] + [str(worse)])
+    assert [r['pareto'] for r in result['rows']] == [False, True, False]
+
+
+def test_bad_run_dir_and_names_are_clear_errors(runs, tmp_path):
+    with pytest.raises(FileNotFoundError, match="run dir not found: '.*nope'"):
+        cmp.compare([runs[0], str(tmp_path / 'nope')])
+    with pytest.raises(ValueError, match='--names gives 1 names for 2 run dirs'):
+        cmp.compare(runs[:2], names=['a'])
+    proc = subprocess.run([sys.executable, osp.join(REPO, 'tools/compare.py'), runs[0],
+                           str(tmp_path / 'nope'), '--out', str(tmp_path / 'o')],
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, 'PYTHONPATH': REPO})
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: run dir not found: '")
+    assert not (tmp_path / 'o').exists()
