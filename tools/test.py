@@ -12,7 +12,10 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import mmlightbb  # noqa: F401  (registers backbones, datasets and the safe checkpoint loader)
+from mmlightbb.datasets.sonar import UnreadableImageError
+from mmlightbb.utils import CheckpointFormatError, UnsafeCheckpointError
 from mmlightbb.utils.config import load_config
+from mmlightbb.utils.model_check import ChannelMismatchError
 
 
 def parse_args():
@@ -59,13 +62,17 @@ def main():
             hook['wait_time'] = args.wait_time
         if args.show_dir:
             hook['test_out_dir'] = args.show_dir
-    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
-    if args.out is not None:
-        runner.test_evaluator.metrics.append(DumpResults(out_file_path=args.out))
+    # one line instead of a traceback for what the user can fix: missing data, an unreadable
+    # image, a broken or unsafe checkpoint, a neck that does not fit the backbone
     try:
+        runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+        if args.out is not None:
+            runner.test_evaluator.metrics.append(DumpResults(out_file_path=args.out))
         runner.test()
-    except FileNotFoundError as err:  # missing data: the message says what to do
-        raise SystemExit(f'error: {err}') from None
+    except (FileNotFoundError, UnreadableImageError, CheckpointFormatError, UnsafeCheckpointError,
+            ChannelMismatchError) as err:
+        # raised in a dataloader worker, the message holds the worker's traceback; ours is last
+        raise SystemExit(f'error: {str(err).strip().splitlines()[-1]}') from None
 
 
 if __name__ == '__main__':

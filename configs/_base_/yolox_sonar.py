@@ -9,12 +9,17 @@ data_root = 'data/sonar/'
 metainfo = dict(classes=('shipwreck', 'aircraft', 'victim'))
 model = dict(bbox_head=dict(num_classes=3))
 
+# Gray 8/16-bit sonar images load as 3-channel uint8 at full contrast. An unreadable image is
+# skipped with a warning in training and stops val/test (a smaller test set gives a wrong mAP).
+test_pipeline = [dict(type='LoadSonarImageFromFile'), *_base_.test_pipeline[1:]]
 train_dataloader = dict(dataset=dict(dataset=dict(
     type='SonarDataset', data_root=data_root, metainfo=metainfo,
-    ann_file='annotations/train.json', data_prefix=dict(img='images/'))))
+    ann_file='annotations/train.json', data_prefix=dict(img='images/'),
+    pipeline=[dict(type='LoadSonarImageFromFile', ignore_empty=True),
+              dict(type='LoadAnnotations', with_bbox=True)])))
 val_dataloader = dict(dataset=dict(
     type='SonarDataset', data_root=data_root, metainfo=metainfo,
-    ann_file='annotations/val.json', data_prefix=dict(img='images/')))
+    ann_file='annotations/val.json', data_prefix=dict(img='images/'), pipeline=test_pipeline))
 test_dataloader = val_dataloader
 val_evaluator = [
     dict(type='VOCMetric', metric='mAP', eval_mode='area', iou_thrs=0.5),

@@ -100,9 +100,20 @@ def to_bgr_uint8(img: np.ndarray, bit_depth: Optional[int] = None) -> np.ndarray
     return img
 
 
+UNREADABLE_HINT = (
+    'Replace the file with a good copy, or delete it and its entry in the annotation file. '
+    'Val/test pipelines stop here on purpose (a smaller test set gives a wrong mAP); a training '
+    'pipeline can skip such images with LoadSonarImageFromFile(ignore_empty=True).')
+
+
+class UnreadableImageError(OSError):
+    """An image file that cannot be read or decoded (truncated, corrupt, not an image)."""
+
+
 @TRANSFORMS.register_module()
 class LoadSonarImageFromFile(LoadImageFromFile):
-    """``LoadImageFromFile`` that keeps the contrast of 16-bit (and float) sonar images.
+    """``LoadImageFromFile`` that keeps the contrast of 16-bit (and float) sonar images and says
+    which file is unreadable.
 
     The stock loader already returns 3-channel uint8 for gray png, tif and bmp files, but it
     decodes with ``cv2.IMREAD_COLOR``, which keeps only the high byte of a 16-bit image: 12-bit
@@ -110,26 +121,38 @@ class LoadSonarImageFromFile(LoadImageFromFile):
     and scales it with :func:`to_bgr_uint8`. Set ``bit_depth`` (e.g. 12) for the same scale on
     every image; by default each image's depth is inferred from its maximum.
 
+    A missing or undecodable image (truncated copy, zero bytes, not an image) raises an error
+    naming the file (``FileNotFoundError`` / :class:`UnreadableImageError`), which is what
+    val/test pipelines need: a silently smaller test set would report a wrong mAP. Training
+    pipelines set ``ignore_empty=True`` (mmcv's flag): the image is then skipped with a warning
+    naming it and the number of distinct unreadable images this process has met, and mmengine's
+    ``BaseDataset`` draws another index (train mode only; in test mode it refuses ``None``).
+
     Args:
         bit_depth (int, optional): bits per sample of integer images. Defaults to None.
         **kwargs: the arguments of ``LoadImageFromFile`` (``color_type`` is ignored: the output
-            is always 3-channel).
+            is always 3-channel; ``ignore_empty`` skips unreadable images with a warning).
     """
 
     def __init__(self, bit_depth: Optional[int] = None, **kwargs) -> None:
         super().__init__(**kwargs)
         self.bit_depth = bit_depth
+        self._skipped = set()  # unreadable files already reported
 
     def transform(self, results: dict) -> Optional[dict]:
         filename = results['img_path']
         try:
-            img_bytes = fileio.get(filename, backend_args=self.backend_args)
-            img = mmcv.imfrombytes(img_bytes, flag='unchanged', backend=self.imdecode_backend)
-        except Exception:
-            if self.ignore_empty:
-                return None
-            raise
-        assert img is not None, f'failed to load image: {filename}'
+            img = self._read(filename)
+        except (FileNotFoundError, UnreadableImageError) as err:
+            if not self.ignore_empty:
+                raise type(err)(f'{err} {UNREADABLE_HINT}') from None
+            if filename not in self._skipped:  # once per file, not once per epoch
+                self._skipped.add(filename)
+                print_log(f'{type(self).__name__} (ignore_empty=True) skipped an image: {err} '
+                          f'{len(self._skipped)} unreadable image(s) so far in this process; '
+                          'training goes on with the others.', logger='current',
+                          level=logging.WARNING)
+            return None
         img = to_bgr_uint8(img, self.bit_depth)
         if self.to_float32:
             img = img.astype(np.float32)
@@ -138,5 +161,28 @@ class LoadSonarImageFromFile(LoadImageFromFile):
         results['ori_shape'] = img.shape[:2]
         return results
 
+    def _read(self, filename: str) -> np.ndarray:
+        """The decoded image; FileNotFoundError or UnreadableImageError naming the file."""
+        try:
+            img_bytes = fileio.get(filename, backend_args=self.backend_args)
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f'image not found: {filename!r} (data_root + data_prefix.img + file_name in the '
+                'annotation file).') from None
+        except OSError as err:  # a directory, no permission, ...
+            raise UnreadableImageError(f'cannot read image {filename!r} ({err}).') from None
+        try:
+            img = mmcv.imfrombytes(img_bytes, flag='unchanged', backend=self.imdecode_backend)
+        except Exception as err:  # cv2 raises on an empty buffer, other backends on bad data
+            img, reason = None, f'{type(err).__name__}: {str(err).strip()[:120]}'
+        else:
+            reason = 'the decoder returned nothing'
+        if img is None:
+            raise UnreadableImageError(
+                f'cannot decode image {filename!r} ({len(img_bytes)} bytes; {reason}): it is '
+                'truncated, corrupt or not an image.')
+        return img
+
     def __repr__(self) -> str:
-        return f'{type(self).__name__}(bit_depth={self.bit_depth}, to_float32={self.to_float32})'
+        return (f'{type(self).__name__}(bit_depth={self.bit_depth}, to_float32={self.to_float32}, '
+                f'ignore_empty={self.ignore_empty})')

@@ -18,6 +18,8 @@ from mmengine.runner.checkpoint import CheckpointLoader
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ...utils.model_check import install_backbone_neck_check
+
 NUM_OUTPUTS = 4  # stride 4, 8, 16 and 32
 # Keys under which training frameworks wrap a state_dict: mmengine/mmcv ('state_dict'),
 # official ConvNeXt/RepLKNet/DeiT-style trainers ('model'), DataParallel dumps ('module').
@@ -33,6 +35,8 @@ class BaseBackbone(BaseModule):
                  frozen_stages: int = -1, norm_eval: bool = False, with_cp: bool = False,
                  init_cfg=None):
         super().__init__(init_cfg=init_cfg)
+        # a detector that gets this backbone and a neck expecting other channels fails at build
+        install_backbone_neck_check()
         self.arch_name, self.arch = self.parse_arch(arch)
         self.in_channels = in_channels
         self.out_indices = self.check_out_indices(out_indices)
@@ -114,8 +118,9 @@ class BaseBackbone(BaseModule):
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(
                 f'{type(self).__name__} expects input of shape (N, {self.in_channels}, H, W), got '
-                f'{tuple(x.shape)}. For single-channel (e.g. sonar) images load them as 3-channel '
-                "(LoadImageFromFile(color_type='color')) or build the backbone with in_channels=1.")
+                f'{tuple(x.shape)}. Load single-channel (e.g. 8/16-bit sonar) images as 3-channel '
+                "with dict(type='LoadSonarImageFromFile') as the first pipeline step, or build "
+                'the backbone with in_channels=1 (ImageNet checkpoints then do not fit its stem).')
 
     def run_block(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """Run ``block``, with activation checkpointing when ``with_cp`` is set and it pays off."""
