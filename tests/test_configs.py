@@ -135,3 +135,14 @@ def test_flat_config_without_data_fails_with_how_to_get_it(tmp_path):
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith('error: ') and "'data/sonar/annotations/train.json'" in last
     assert 'tools/make_sonar_dataset.py --out data/sonar/' in last
+
+
+@pytest.mark.parametrize('config', CONFIGS, ids=lambda p: osp.relpath(p, REPO))
+def test_config_works_with_mmdets_own_tools(config):
+    """mmdet's tools/train.py imports nothing of ours: every shipped config must import mmlightbb
+    itself (backbones, SonarDataset, the NaN hook, atomic checkpoints) and stop on NaN losses."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(config)
+    assert cfg.custom_imports == dict(imports=['mmlightbb'], allow_failed_imports=False)
+    assert [h['type'] for h in cfg.custom_hooks].count('NonFiniteLossHook') == 1
+    assert cfg.sync_bn == 'torch'

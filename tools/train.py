@@ -1,16 +1,27 @@
 """Train a detector: mmdet's tools/train.py with mmlightbb registered and safe checkpoint loading.
 
     python tools/train.py configs/yolox_cspconvnext.py [--work-dir DIR] [--resume [CKPT]] [--amp]
+    tools/dist_train.sh configs/yolox_cspconvnext.py NUM_PROCS [args]   # --launcher pytorch
+
+Checkpoints are written atomically, ``--resume`` skips a dangling ``last_checkpoint``, a NaN/inf
+loss stops the run with one ``error:`` line, and ``--launcher pytorch`` also runs on CPU (gloo).
 """
 import argparse
+import datetime
+import logging
 import os
 import os.path as osp
 
+import torch
 from mmengine.config import Config, DictAction
-from mmengine.registry import RUNNERS
+from mmengine.logging import print_log
+from mmengine.registry import MODEL_WRAPPERS, RUNNERS
 from mmengine.runner import Runner
+from torch.nn.parallel import DistributedDataParallel
 
-import mmlightbb  # noqa: F401  (registers backbones, datasets and the safe checkpoint loader)
+import mmlightbb  # noqa: F401  (registers backbones, datasets, hooks and safe checkpoint I/O)
+from mmlightbb.engine import NonFiniteLossError, find_resume_checkpoint
+from mmlightbb.utils import CheckpointFormatError, UnsafeCheckpointError
 from mmlightbb.utils.config import load_config
 
 
@@ -53,20 +64,54 @@ def build_train_config(args) -> Config:
         cfg.auto_scale_lr.enable = True
     if args.resume == 'auto':
         cfg.resume = True
-        cfg.load_from = None
+        cfg.load_from = find_resume_checkpoint(cfg.work_dir)  # None: nothing saved, start afresh
     elif args.resume is not None:
         cfg.resume = True
         cfg.load_from = args.resume
     return cfg
 
 
+def setup_cpu_distributed(cfg: Config) -> None:
+    """Let ``--launcher pytorch`` train on machines without CUDA (gloo, DDP on CPU).
+
+    mmengine 0.10.7 assumes one GPU per process: its ``init_dist`` calls ``torch.cuda.set_device``
+    (an AttributeError on CPU builds of torch) and DDP gets ``device_ids=[LOCAL_RANK]``. Without
+    CUDA the gloo process group is started here (the Runner skips ``init_dist`` when one exists),
+    DDP gets ``device_ids=None`` (CPU modules), and ``sync_bn`` is dropped: torch's and mmcv's
+    SyncBatchNorm only run on GPUs, so each process normalizes its own batch instead.
+    """
+    if cfg.launcher == 'none' or torch.cuda.is_available():
+        return
+    if cfg.launcher != 'pytorch':
+        raise SystemExit(f'error: --launcher {cfg.launcher} needs CUDA; without it use '
+                         '--launcher pytorch (tools/dist_train.sh), which trains over gloo on CPU')
+    timeout = cfg.get('env_cfg', {}).get('dist_cfg', {}).get('timeout')  # seconds, as mmengine
+    kwargs = {} if timeout is None else dict(timeout=datetime.timedelta(seconds=timeout))
+    torch.distributed.init_process_group(backend='gloo', **kwargs)
+    wrapper_cfg = dict(type='MMDistributedDataParallel', broadcast_buffers=False,
+                       find_unused_parameters=cfg.get('find_unused_parameters', False))
+    wrapper_cfg.update(cfg.get('model_wrapper_cfg') or {})
+    if issubclass(MODEL_WRAPPERS.get(wrapper_cfg['type']), DistributedDataParallel):
+        wrapper_cfg['device_ids'] = None
+    cfg.model_wrapper_cfg = wrapper_cfg
+    if cfg.get('sync_bn') is not None:
+        if torch.distributed.get_rank() == 0:
+            print_log(f"sync_bn={cfg.sync_bn!r} needs GPUs; training on CPU with per-process "
+                      'BatchNorm statistics', logger='current', level=logging.WARNING)
+        cfg.sync_bn = None
+
+
 def main():
     args = parse_args()
-    cfg = build_train_config(args)
-    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    # one line instead of a traceback for what the user can fix: missing data or checkpoint,
+    # a broken or unsafe checkpoint, a diverged loss
     try:
+        cfg = build_train_config(args)
+        setup_cpu_distributed(cfg)
+        runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
         runner.train()
-    except FileNotFoundError as err:  # missing data or checkpoint: the message says what to do
+    except (FileNotFoundError, CheckpointFormatError, UnsafeCheckpointError,
+            NonFiniteLossError) as err:
         raise SystemExit(f'error: {err}') from None
 
 

@@ -6,3 +6,8 @@ _base_ = [
 model = dict(roi_head=dict(
     bbox_head=[dict(head, num_classes=3) for head in _base_.model.roi_head.bbox_head]))
 default_hooks = dict(checkpoint=dict(max_keep_ckpts=3, save_best='pascal_voc/mAP'))
+# stop at the first NaN/inf loss (mmlightbb.engine); SyncBN only when distributed on GPUs
+custom_hooks = [dict(type='NonFiniteLossHook')]
+sync_bn = 'torch'
+# mmlightbb: backbones, SonarDataset, NonFiniteLossHook, atomic checkpoints
+custom_imports = dict(imports=['mmlightbb'], allow_failed_imports=False)

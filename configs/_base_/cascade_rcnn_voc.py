@@ -12,3 +12,8 @@ param_scheduler = [
     dict(type='MultiStepLR', begin=0, end=4, by_epoch=True, milestones=[3], gamma=0.1),
 ]
 optim_wrapper = dict(optimizer=dict(lr=0.01))
+# stop at the first NaN/inf loss (mmlightbb.engine); SyncBN only when distributed on GPUs
+custom_hooks = [dict(type='NonFiniteLossHook')]
+sync_bn = 'torch'
+# mmlightbb: backbones, SonarDataset, NonFiniteLossHook, atomic checkpoints
+custom_imports = dict(imports=['mmlightbb'], allow_failed_imports=False)

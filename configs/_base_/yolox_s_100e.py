@@ -13,3 +13,8 @@ param_scheduler = [
          end=max_epochs),
 ]
 default_hooks = dict(checkpoint=dict(interval=10, max_keep_ckpts=3, save_best='pascal_voc/mAP'))
+# stop at the first NaN/inf loss (mmlightbb.engine); SyncBN only when distributed on GPUs
+custom_hooks = [*_base_.custom_hooks, dict(type='NonFiniteLossHook')]
+sync_bn = 'torch'
+# mmlightbb: backbones, SonarDataset, NonFiniteLossHook, atomic checkpoints
+custom_imports = dict(imports=['mmlightbb'], allow_failed_imports=False)

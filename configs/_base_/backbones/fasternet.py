@@ -2,7 +2,6 @@
 # FasterNet detection configs, AdamW lr 2e-4 wd 1e-4.
 # Pretrained weights: set model.backbone.init_cfg=dict(type='Pretrained', checkpoint=PATH) to an
 # official checkpoint (any layout; see README). None here: nothing is downloaded.
-custom_imports = dict(imports=['mmlightbb'], allow_failed_imports=False)
 
 backbone = dict(type='FasterNet', arch='t2', init_cfg=None)
 # YOLOX: strides 8/16/32; ImageNet normalisation (YOLOX's default feeds raw BGR 0-255)

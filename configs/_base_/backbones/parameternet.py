@@ -2,7 +2,6 @@
 # 1824-ch final conv. No detection recipe was published: the head's own optimizer is kept.
 # Pretrained weights: set model.backbone.init_cfg=dict(type='Pretrained', checkpoint=PATH) to an
 # official checkpoint (any layout; see README). None here: nothing is downloaded.
-custom_imports = dict(imports=['mmlightbb'], allow_failed_imports=False)
 
 backbone = dict(type='ParameterNet', arch='600m', with_final_conv=False, init_cfg=None)
 # YOLOX: strides 8/16/32; ImageNet normalisation (YOLOX's default feeds raw BGR 0-255)

@@ -2,7 +2,6 @@
 # lr 4e-4 wd 0.05, no decay on norms. Large kernels run channels_last on CPU.
 # Pretrained weights: set model.backbone.init_cfg=dict(type='Pretrained', checkpoint=PATH) to an
 # official checkpoint (any layout; see README). None here: nothing is downloaded.
-custom_imports = dict(imports=['mmlightbb'], allow_failed_imports=False)
 
 backbone = dict(type='RepLKNet', arch='31B', drop_path_rate=0.3, init_cfg=None)
 # YOLOX: strides 8/16/32; ImageNet normalisation (YOLOX's default feeds raw BGR 0-255)

@@ -1,0 +1,7 @@
+from .hooks import AtomicCheckpointHook, NonFiniteLossError, NonFiniteLossHook
+from .resume import (CHECKPOINT_POINTER, ResumeCheckpointError, find_resume_checkpoint,
+                     is_complete_checkpoint, last_complete_checkpoint)
+
+__all__ = ['AtomicCheckpointHook', 'NonFiniteLossHook', 'NonFiniteLossError', 'CHECKPOINT_POINTER',
+           'ResumeCheckpointError', 'find_resume_checkpoint', 'is_complete_checkpoint',
+           'last_complete_checkpoint']
