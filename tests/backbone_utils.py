@@ -3,22 +3,9 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from mmlightbb.models.layers import randomize_bn_stats  # noqa: F401  (re-exported)
 from mmlightbb.utils import benchmark
 from mmlightbb.utils.complexity import count_macs, count_params  # noqa: F401  (re-exported)
-
-
-def randomize_bn_stats(model: nn.Module, seed: int = 0) -> None:
-    """Give every BN non-trivial statistics and affine parameters so folding is really tested."""
-    gen = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, _BatchNorm):
-            n = m.num_features
-            m.running_mean.copy_(torch.randn(n, generator=gen) * 0.1)
-            m.running_var.copy_(torch.rand(n, generator=gen) * 0.5 + 0.75)
-            if m.affine:
-                with torch.no_grad():
-                    m.weight.copy_(torch.rand(n, generator=gen) * 0.5 + 0.75)
-                    m.bias.copy_(torch.randn(n, generator=gen) * 0.1)
 
 
 def max_rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:

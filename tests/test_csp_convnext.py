@@ -4,11 +4,12 @@ import functools
 import pytest
 import torch
 from backbone_utils import (assert_deploy_equal, assert_frozen, count_macs, count_params,
-                            randomize_bn_stats)
+                            max_rel_diff, randomize_bn_stats)
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmlightbb.models.backbones.csp_convnext import CSPConvNeXt
+from mmlightbb.models.layers import set_cpu_channels_last
 
 ARCHS = ('tiny', 'e-mini', 'e-tiny', 'e-small')
 # Classification form (backbone + norm on the pooled vector + Linear 1000) at 224x224; MACs are
@@ -262,3 +263,19 @@ def test_bad_kwargs():
         CSPConvNeXt({**good, 'stem': 'patchify'})
     with pytest.raises(ValueError, match='num_classes=1000'):
         detector('e-mini').classify(torch.randn(1, 3, 32, 32))
+
+
+@pytest.mark.parametrize('arch', ['tiny', 'e-mini'])
+def test_cpu_inference_runs_channels_last_and_equals_nchw(arch):
+    model = CSPConvNeXt(arch).eval()
+    randomize_bn_stats(model)
+    seen = []
+    model.Down_Conv.register_forward_pre_hook(
+        lambda mod, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last)))
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        outs = model(x)
+        reference = set_cpu_channels_last(model, False)(x)
+    assert seen == [True, False]
+    for out, ref in zip(outs, reference):
+        assert out.is_contiguous() and max_rel_diff(out, ref) <= 1e-5

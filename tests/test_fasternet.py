@@ -1,13 +1,15 @@
+import copy
 import re
 
 import pytest
 import torch
 from backbone_utils import (assert_deploy_equal, assert_frozen, count_macs, count_params,
-                            randomize_bn_stats)
+                            max_rel_diff, randomize_bn_stats)
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmlightbb.models.backbones.fasternet import FasterNet
+from mmlightbb.models.layers import set_cpu_channels_last
 
 ARCHS = ('t0', 't1', 't2', 's', 'm', 'l')
 EMBED = dict(t0=40, t1=64, t2=96, s=128, m=144, l=192)
@@ -132,6 +134,48 @@ def test_partial_conv_is_out_of_place():
         == 20
 
 
+@pytest.mark.parametrize('act_cfg', [None, dict(type='ReLU', inplace=True)])
+def test_deployed_block_as_gemms_equals_module_form(act_cfg):
+    """The deployed NHWC block (PConv + GEMMs, no concat) is the module form's function."""
+    block = FasterNet('t0', act_cfg=act_cfg).stages[2].blocks[0].eval()
+    randomize_bn_stats(block)
+    x = torch.randn(2, 80, 9, 11)
+    with torch.no_grad():
+        reference = block(x)  # BN unfused, NCHW: the official computation
+        block.switch_to_deploy()
+        x_nhwc = x.contiguous(memory_format=torch.channels_last)
+        assert block._runs_as_matmuls(x_nhwc) and not block._runs_as_matmuls(x)
+        out = block(x_nhwc)
+        assert max_rel_diff(out, reference) <= 1e-5
+        assert max_rel_diff(block(x), reference) <= 1e-5  # NCHW input: the module form
+    assert torch.equal(x_nhwc, x)  # the shortcut is intact
+    block.train()
+    assert not block._runs_as_matmuls(x_nhwc)
+
+
+def test_cpu_inference_runs_channels_last_and_returns_nchw():
+    model = FasterNet('t0').eval()
+    randomize_bn_stats(model)
+    seen = []
+    model.stages[0].blocks[0].register_forward_pre_hook(
+        lambda mod, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last)))
+    x = torch.randn(1, 3, 64, 96)
+    official = set_cpu_channels_last(copy.deepcopy(model), False)
+    with torch.no_grad():
+        outs = model(x)
+        assert seen == [True]
+        reference = official(x)
+        assert seen == [True, False]
+        model.switch_to_deploy()
+        deployed = model(x)
+    for out, ref, dep in zip(outs, reference, deployed):
+        assert out.is_contiguous() and dep.is_contiguous()  # plain NCHW for the neck
+        assert max_rel_diff(out, ref) <= 1e-5 and max_rel_diff(dep, ref) <= 1e-5
+    model.train()
+    model(x)
+    assert seen[-1] is False  # training keeps the input's layout
+
+
 @pytest.mark.parametrize('arch,out_indices,shape', [
     ('t0', (0, 1, 2, 3), (1, 3, 64, 64)),
     ('t0', (1, 3), (2, 3, 70, 90)),  # not multiples of 32
@@ -169,10 +213,11 @@ def test_outputs_are_the_official_normed_taps():
         for idx, layer in enumerate(model.stages):
             feat = layer(feat)  # the main path continues un-normalised
             if idx % 2 == 0:
-                assert torch.allclose(outs[idx // 2], getattr(model, f'norm{idx}')(feat))
+                # the model runs channels_last on CPU: equal up to float summation order
+                assert max_rel_diff(outs[idx // 2], getattr(model, f'norm{idx}')(feat)) <= 1e-5
         raw = FasterNet('t0', norm_output=False).eval()
         raw.load_state_dict(model.state_dict(), strict=False)
-        assert torch.allclose(raw(x)[3], feat)
+        assert max_rel_diff(raw(x)[3], feat) <= 1e-5
         logits = model.classify(x)
     assert logits.shape == (1, 5)
     with pytest.raises(ValueError, match='num_classes'):

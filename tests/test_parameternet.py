@@ -86,26 +86,32 @@ def test_official_key_names_and_shapes():
     assert ghost['blocks.9.0.conv.weight'] == (960, 160, 1, 1)
 
 
-@pytest.mark.parametrize('groups,stride,gate', [(1, 1, 'sigmoid'), (6, 2, 'sigmoid'),
-                                                (1, 2, 'softmax')])
-def test_dynamic_conv_equals_per_sample_loop(groups, stride, gate):
+@pytest.mark.parametrize('groups,stride,gate,kernel_size', [
+    (1, 1, 'sigmoid', 3), (6, 2, 'sigmoid', 3), (1, 2, 'softmax', 3),
+    (1, 1, 'sigmoid', 1), (1, 1, 'softmax', 1)])  # 1x1: the batched-matmul path
+@pytest.mark.parametrize('batch', [1, 3])
+def test_dynamic_conv_equals_per_sample_loop(groups, stride, gate, kernel_size, batch):
     torch.manual_seed(0)
-    conv = DynamicConv(6, 12, 3, stride, groups=groups, num_experts=4, routing=gate)
-    x = torch.randn(3, 6, 11, 9)
+    conv = DynamicConv(6, 12, kernel_size, stride, groups=groups, num_experts=4, routing=gate)
+    assert conv.is_pointwise == (kernel_size == 1)
+    x = torch.randn(batch, 6, 11, 9)
     out = conv(x)
-    for b in range(3):
+    for b in range(batch):
         alpha = conv.routing(x[b:b + 1].mean((2, 3)))
         alpha = alpha.sigmoid() if gate == 'sigmoid' else alpha.softmax(1)
         kernel = (alpha @ conv.cond_conv.weight).view(conv.cond_conv.weight_shape)
-        ref = F.conv2d(x[b:b + 1], kernel, None, stride, 1, 1, groups)
+        ref = F.conv2d(x[b:b + 1], kernel, None, stride, kernel_size // 2, 1, groups)
         assert max_rel_diff(out[b:b + 1], ref) <= 1e-5
     if gate == 'softmax':
-        assert torch.allclose(conv.routing_weights(x).sum(1), torch.ones(3))
+        assert torch.allclose(conv.routing_weights(x).sum(1), torch.ones(batch))
+    out.sum().backward()  # both paths train
+    assert conv.cond_conv.weight.grad is not None and conv.routing.weight.grad is not None
 
 
-def test_dynamic_conv_fold_bn_is_exact():
+@pytest.mark.parametrize('kernel_size,groups', [(3, 8), (1, 1)])
+def test_dynamic_conv_fold_bn_is_exact(kernel_size, groups):
     torch.manual_seed(0)
-    conv, bn = DynamicConv(8, 16, 3, groups=8), nn.BatchNorm2d(16)
+    conv, bn = DynamicConv(8, 16, kernel_size, groups=groups), nn.BatchNorm2d(16)
     randomize_bn_stats(bn)
     bn.eval()
     x = torch.randn(2, 8, 10, 10)
@@ -118,15 +124,23 @@ def test_dynamic_conv_fold_bn_is_exact():
         assert max_rel_diff(conv(x), bn(ref)) <= 1e-5
 
 
-def test_batch_independence_in_eval():
+@pytest.mark.parametrize('image_by_image', [False, True])
+def test_batch_independence_in_eval(monkeypatch, image_by_image):
+    monkeypatch.setattr(ParameterNet, 'IMAGE_BY_IMAGE_MIN_PIXELS', 48 * 48 if image_by_image
+                        else 10**9)
     torch.manual_seed(0)
     model = ParameterNet('600m').eval()
+    randomize_bn_stats(model)
     x = torch.randn(2, 3, 48, 48)
+    assert model._runs_image_by_image(x) == image_by_image
     with torch.no_grad():
         batched = model(x)
         single = model(x[1:])
-    for b, s in zip(batched, single):
-        assert max_rel_diff(b[1:], s) <= 1e-5
+        model.switch_to_deploy()
+        deployed = model(x)
+    for b, s, d in zip(batched, single, deployed):
+        assert max_rel_diff(b[1:], s) <= 1e-5 and max_rel_diff(d, b) <= 1e-5
+    assert not model.train()._runs_image_by_image(x)
 
 
 @pytest.mark.parametrize('arch', ARCHS)

@@ -9,6 +9,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmlightbb.models.backbones.replknet import ReparamLargeKernelConv, RepLKNet
+from mmlightbb.models.layers import set_cpu_channels_last
 
 ARCHS = ('31B', '31L', 'XL')
 # README: params (M), "FLOPs" (G MACs) at the resolution it names.
@@ -156,6 +157,24 @@ def test_large_kernel_runs_channels_last_on_cpu():
         y = torch.randn(2, 8, 16, 16)
         reference = large_kernel.lkb_origin(y) + large_kernel.small_conv(y)
         assert max_rel_diff(large_kernel(y), reference) < 1e-6
+
+
+def test_set_cpu_channels_last_off_gives_the_official_nchw_execution():
+    """The straightforward form of the speed benchmark: same weights, NCHW large kernels."""
+    model = RepLKNet(TINY).eval()
+    randomize_bn_stats(model)
+    official = set_cpu_channels_last(copy.deepcopy(model), False)
+    seen = []
+    for m in official.modules():
+        if isinstance(m, ReparamLargeKernelConv):
+            m.lkb_origin.conv.register_forward_pre_hook(
+                lambda mod, args: seen.append(args[0].is_contiguous()))
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        reference = official(x)
+        assert len(seen) == 5 and all(seen)
+        for out, ref in zip(model(x), reference):
+            assert max_rel_diff(out, ref) <= 1e-5
 
 
 @pytest.mark.parametrize('kernel,size,bias', [(31, 12, False), (13, 20, True), (7, 9, True)])

@@ -26,6 +26,7 @@ from torch import nn
 from ..layers.conv_bn import ConvBN, fuse_conv_norm
 from ..layers.convnext_block import ConvNeXtBlock
 from ..layers.ese import EffectiveSE
+from ..layers.memory_format import cpu_channels_last, nchw_outputs
 from ..layers.norm import LayerNorm2d
 from .base import BaseBackbone
 from .convnext import check_classifier_kwargs, convnext_init
@@ -130,7 +131,11 @@ class CSPConvNeXt(BaseBackbone):
             (None): on for E-ConvNeXt detection, off for V1 and for the classification form.
         num_classes (int, optional): Also build the classifier (``norm`` on the pooled vector: LN
             in V1, BN1d in E; ``head.fc_cls``) used by :meth:`classify`.
+
+    CPU inference runs on channels_last maps (``cpu_channels_last``), as :class:`ConvNeXt`;
+    the returned maps are NCHW-contiguous.
     """
+    cpu_channels_last = True
 
     arch_settings = {
         'tiny': dict(version='v1', stem='patchify', depths=[3, 3, 9, 3],
@@ -223,7 +228,7 @@ class CSPConvNeXt(BaseBackbone):
     def forward_stages(self, x: torch.Tensor) -> List[torch.Tensor]:
         """The four stage maps (strides 4/8/16/32), without output norms."""
         self.check_input(x)
-        x = self.Down_Conv(x)
+        x = self.Down_Conv(cpu_channels_last(x, self.cpu_channels_last and not self.training))
         maps = []
         for stage in self.stages:
             x = stage(x, self.run_block)
@@ -235,7 +240,7 @@ class CSPConvNeXt(BaseBackbone):
         maps = [maps[i] for i in self.out_indices]
         if self.norm_output:
             maps = [norm(m) for norm, m in zip(self.norms, maps)]
-        return tuple(maps)
+        return nchw_outputs(maps)
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         """ImageNet logits: global average pool -> ``norm`` -> ``head.fc_cls``."""

@@ -16,20 +16,9 @@ from mmdet.registry import MODELS
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..layers import ConvBN, DepthwiseLargeKernelConv2d, bn_scale_shift
+from ..layers import (ConvBN, DepthwiseLargeKernelConv2d, bn_scale_shift, cpu_channels_last,
+                      nchw_outputs)
 from .base import BaseBackbone
-
-
-def _channels_last_on_cpu(x: torch.Tensor) -> torch.Tensor:
-    """The layout in which the large depthwise conv is fast.
-
-    On CPU stock PyTorch runs it on NCHW 10-70x slower than oneDNN on channels_last (31x31 on
-    1x128x56x56: 235 ms vs 3 ms, 2 cores), with the same result. On CUDA cuDNN is the other way
-    round (NCHW 2-10x faster on an H100), so the tensor stays as it is.
-    """
-    if x.device.type == 'cpu':
-        return x.contiguous(memory_format=torch.channels_last)
-    return x
 
 
 class ConvBNAct(ConvBN):
@@ -50,7 +39,16 @@ class ReparamLargeKernelConv(nn.Module):
     ``switch_to_deploy()`` folds both BNs and adds the zero-padded kxk kernel to the KxK one, giving
     the official deploy conv ``lkb_reparam`` (bias, padding K//2); ``small_kernel_merged`` builds
     that form directly.
+
+    On CPU the input is made channels_last first (``cpu_channels_last``, also while training):
+    stock PyTorch runs a large depthwise kernel on NCHW 10-70x slower than oneDNN on
+    channels_last (31x31 on 1x128x56x56: 235 ms vs 3 ms, 2 cores), with the same result.
+    ``benchmarks/speed_targets.py`` also measures an exact FFT convolution per layer shape: on
+    an idle 2-core Xeon it was at most 1.2x faster (the largest maps, K >= 27) and on a loaded
+    one 1.3-10x slower, so the direct conv stays the only path.
+    On CUDA cuDNN prefers NCHW (2-10x faster on an H100), so the tensor stays as it is.
     """
+    cpu_channels_last = True
 
     def __init__(self, channels: int, kernel_size: int, small_kernel: Optional[int],
                  norm_cfg: dict, small_kernel_merged: bool = False):
@@ -70,7 +68,7 @@ class ReparamLargeKernelConv(nn.Module):
                                          norm_cfg=norm_cfg)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = _channels_last_on_cpu(x)
+        x = cpu_channels_last(x, self.cpu_channels_last)
         if self.lkb_reparam is not None:
             return self.lkb_reparam(x)
         out = self.lkb_origin(x)
@@ -215,7 +213,13 @@ class RepLKNet(BaseBackbone):
             checkpoint saved after it.
         with_cp: activation checkpointing of ``stem[1:]`` and every block, as the official
             detection configs (``use_checkpoint=True``).
+
+    CPU inference runs the whole network on channels_last maps (``cpu_channels_last``, see
+    :mod:`mmlightbb.models.layers.memory_format`); the returned maps are NCHW-contiguous.
+    :func:`~mmlightbb.models.layers.set_cpu_channels_last` with ``False`` gives the official
+    NCHW execution, large kernels included.
     """
+    cpu_channels_last = True
     arch_settings = {
         '31B': dict(large_kernel_sizes=[31, 29, 27, 13], layers=[2, 2, 18, 2],
                     channels=[128, 256, 512, 1024], small_kernel=5, dw_ratio=1.0),
@@ -329,7 +333,7 @@ class RepLKNet(BaseBackbone):
     def _stage_maps(self, x: torch.Tensor, last_stage: int) -> List[torch.Tensor]:
         """The maps after stages 0..``last_stage`` (later stages would feed nothing)."""
         self.check_input(x)
-        x = self.stem[0](x)
+        x = self.stem[0](cpu_channels_last(x, self.cpu_channels_last and not self.training))
         for layer in self.stem[1:]:
             x = self.run_block(layer, x)
         maps = []
@@ -343,8 +347,8 @@ class RepLKNet(BaseBackbone):
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         maps = self._stage_maps(x, self.out_indices[-1])
-        # the large-kernel convs leave channels_last maps on CPU; necks get plain NCHW ones
-        return tuple(self.stages[i].norm(maps[i]).contiguous() for i in self.out_indices)
+        # CPU maps are channels_last; necks get plain NCHW ones
+        return nchw_outputs([self.stages[i].norm(maps[i]) for i in self.out_indices])
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         """ImageNet logits of the official classification model (needs ``num_classes``)."""

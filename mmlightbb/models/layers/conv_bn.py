@@ -17,6 +17,21 @@ def bn_scale_shift(bn: nn.modules.batchnorm._BatchNorm) -> Tuple[torch.Tensor, t
     return scale, shift
 
 
+@torch.no_grad()
+def randomize_bn_stats(model: nn.Module, seed: int = 0) -> None:
+    """Give every BN non-trivial statistics and affine parameters (fresh BNs are the identity in
+    eval mode, so folding them, or comparing two execution paths through them, proves nothing)."""
+    gen = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            n = m.num_features
+            m.running_mean.copy_(torch.randn(n, generator=gen) * 0.1)
+            m.running_var.copy_(torch.rand(n, generator=gen) * 0.5 + 0.75)
+            if m.affine:
+                m.weight.copy_(torch.rand(n, generator=gen) * 0.5 + 0.75)
+                m.bias.copy_(torch.randn(n, generator=gen) * 0.1)
+
+
 def fold_bn(weight: torch.Tensor, bias: Optional[torch.Tensor],
             bn: nn.modules.batchnorm._BatchNorm) -> Tuple[torch.Tensor, torch.Tensor]:
     """Weights and bias of ``bn(conv(x))`` as a single conv (output channels on dim 0)."""
