@@ -1,7 +1,7 @@
 """The main job: train, test and benchmark YOLOX with every backbone on synthetic sonar (CPU).
 
-    python tools/demo.py [--work-dir work_dirs/demo] [--data data/sonar_synth] [--epochs 12]
-        [--size 192] [--runs yolox_fasternet yolox_s_cspdarknet ...]
+    python tools/demo.py [--work-dir work_dirs/demo] [--data data/sonar_synth] [--epochs 8]
+        [--size 160] [--runs yolox_fasternet yolox_s_cspdarknet ...]
 
 ``make demo`` runs it with the defaults (about 20 minutes on 2 cores); see
 ``mmlightbb/utils/demo.py`` for what each step does.
@@ -17,8 +17,8 @@ def parse_args():
     parser.add_argument('--work-dir', default='work_dirs/demo', help='one sub-dir per run + report/')
     parser.add_argument('--data', default='data/sonar_synth',
                         help='synthetic sonar dataset (generated here when absent)')
-    parser.add_argument('--epochs', type=int, default=12, help='training epochs of every run')
-    parser.add_argument('--size', type=int, default=192, help='image, training and test size')
+    parser.add_argument('--epochs', type=int, default=8, help='training epochs of every run')
+    parser.add_argument('--size', type=int, default=160, help='image, training and test size')
     parser.add_argument('--num-train', type=int, default=96, help='training images')
     parser.add_argument('--num-val', type=int, default=48, help='test images')
     parser.add_argument('--bench-iters', type=int, default=20, help='timed benchmark iterations')
