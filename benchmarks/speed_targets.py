@@ -34,22 +34,19 @@ import json
 import os.path as osp
 import platform
 import statistics
-import sys
 import time
 
 import torch
 import torch.nn.functional as F
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-sys.path.insert(0, REPO)  # run from a checkout without installing
+from mmlightbb.models.backbones.fasternet import MLPBlock
+from mmlightbb.models.backbones.replknet import ReparamLargeKernelConv
+from mmlightbb.models.layers import DynamicConv, randomize_bn_stats, set_cpu_channels_last
+from mmlightbb.utils.benchmark import (_cpu_name, build_detector, deploy_model, make_batch,
+                                       matmul_peak_gflops, max_rel_diff)
+from mmlightbb.utils.complexity import count_macs
 
-from mmlightbb.models.backbones.fasternet import MLPBlock  # noqa: E402
-from mmlightbb.models.backbones.replknet import ReparamLargeKernelConv  # noqa: E402
-from mmlightbb.models.layers import (DynamicConv, randomize_bn_stats,  # noqa: E402
-                                     set_cpu_channels_last)
-from mmlightbb.utils.benchmark import (_cpu_name, build_detector, deploy_model,  # noqa: E402
-                                       make_batch, matmul_peak_gflops, max_rel_diff)
-from mmlightbb.utils.complexity import count_macs  # noqa: E402
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 TOLERANCE = 1e-4
 FASTERNET_ARCHS = ('t0', 't1', 't2', 's', 'm', 'l')
