@@ -4,6 +4,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmlightbb.models.layers import randomize_bn_stats  # noqa: F401  (re-exported)
+from mmlightbb.models.layers import set_cpu_channels_last
 from mmlightbb.utils import benchmark
 from mmlightbb.utils.complexity import count_macs, count_params  # noqa: F401  (re-exported)
 
@@ -43,3 +44,18 @@ def assert_frozen(model, frozen_stages: int) -> None:
     for index in range(frozen_stages + 1, 5):
         for module in model.frozen_modules(index):
             assert all(p.requires_grad for p in module.parameters())
+
+
+def assert_cpu_channels_last_equals_nchw(model: nn.Module, first_layer: nn.Module) -> None:
+    """CPU inference feeds ``first_layer`` channels_last maps, returns NCHW-contiguous maps and
+    equals the official NCHW execution (``set_cpu_channels_last(model, False)``) to 1e-5."""
+    seen = []
+    first_layer.register_forward_pre_hook(
+        lambda mod, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last)))
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        outs = model(x)
+        reference = set_cpu_channels_last(model, False)(x)
+    assert seen == [True, False]
+    for out, ref in zip(outs, reference):
+        assert out.is_contiguous() and max_rel_diff(out, ref) <= 1e-5
