@@ -39,6 +39,20 @@ def write_shapes_coco(root: str, num_images: int = 8, size: int = 128, seed: int
     return dict(data_root=root + '/', ann_file='annotations/all.json', img_prefix='images/')
 
 
+@pytest.fixture(autouse=True)
+def fresh_visualizers():
+    """Each test starts as a new process would. mmdet's configs name their visualizer
+    'visualizer' and mmengine returns an existing instance of that name, so a Runner would
+    otherwise log into the work dir of an earlier test (removed by then: pytest.ini)."""
+    from mmengine.visualization import Visualizer
+    yield
+    pending = [Visualizer]
+    while pending:
+        cls = pending.pop()
+        cls._instance_dict.clear()
+        pending.extend(cls.__subclasses__())
+
+
 @pytest.fixture(scope='session')
 def tiny_coco(tmp_path_factory):
     return write_shapes_coco(str(tmp_path_factory.mktemp('tiny_coco')))
