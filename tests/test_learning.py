@@ -35,5 +35,10 @@ def test_training_raises_map50_well_above_untrained(sonar_root, tmp_path):
     runner = Runner.from_cfg(learning_config(sonar_root, str(tmp_path / 'trained'), EPOCHS))
     runner.train()
     after = runner.test()['pascal_voc/mAP']
+    # Two runs in one process (as in make demo) keep their logs apart: the training losses are in
+    # the trained run's own dir, none in the untrained one's.
+    assert runner.visualizer is not untrained.visualizer
+    assert (tmp_path / 'trained' / runner.timestamp / 'vis_data' / 'scalars.json').is_file()
+    assert not (tmp_path / 'untrained' / untrained.timestamp / 'vis_data' / 'scalars.json').exists()
     assert before < 0.05, f'untrained mAP50 {before:.3f} should be ~0'
     assert after >= MIN_MAP50, f'mAP50 after {EPOCHS} epochs: {after:.3f} < {MIN_MAP50}'

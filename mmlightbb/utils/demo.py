@@ -55,6 +55,10 @@ def short_schedule_config(config: str, data_root: str, work_dir: str, epochs: in
         'default_hooks.checkpoint.interval': epochs,
         'default_hooks.checkpoint.save_best': None,
         'default_hooks.logger.interval': 5,
+        # mmdet names its visualizer 'visualizer' and mmengine hands back an existing instance of
+        # that name, so without a per-run name every later run of one process (the demo) would log
+        # its losses and config into the first run's vis_data.
+        'visualizer.name': f'visualizer:{osp.abspath(work_dir)}',
     })
     cfg.optim_wrapper = dict(
         type='OptimWrapper', optimizer=dict(type='AdamW', lr=lr, weight_decay=0.05),
