@@ -86,7 +86,8 @@ SUBKEYS = {
     'macs': {'backbone_per_image', 'backbone_per_batch', 'counter'},
     'flops': {'backbone_per_image', 'backbone_per_batch'},
     'peak': {'matmul_gflops', 'matmul_size', 'share'},
-    'timed_model': {'deployed', 'backbone_batchnorm_layers', 'memory_format'},
+    'timed_model': {'deployed', 'backbone_batchnorm_layers', 'memory_format', 'backbone_layout',
+                    'conv_inputs_channels_last'},
     'versions': {'python', 'torch', 'mmcv', 'mmdet', 'mmengine', 'mmlightbb'},
     'hardware': {'cpu', 'gpu'},
 }
@@ -120,7 +121,8 @@ def test_deploy_is_equal_and_the_deployed_model_is_timed():
     assert res['deploy_check']['max_rel_diff'] <= 1e-5
     assert res['deploy_check']['max_rel_diff'] > 0  # something was actually fused
     assert res['timed_model'] == dict(deployed=True, backbone_batchnorm_layers=0,
-                                      memory_format='contiguous')
+                                      memory_format='contiguous', backbone_layout='channels_last',
+                                      conv_inputs_channels_last=[4, 4])  # stem + 3 merges
     assert not any(isinstance(m, nn.BatchNorm2d) for m in timed.backbone.modules())
     assert timed.backbone.deploy
     # the caller's model is left as it was
@@ -188,7 +190,7 @@ def test_cli_end_to_end_prints_the_table_and_writes_json(tmp_path):
                  'profile conv', 'profile depthwise conv', 'profile NMS', 'profile other'):
         assert name in names, (name, proc.stdout)
     for line in numbers:
-        assert line.endswith('| 64x64 b1 threads=1 cpu deploy=on channels_last=off float32')
+        assert line.endswith('| 64x64 b1 threads=1 cpu deploy=on channels_last=auto float32')
     assert 'timed unit (test_step)' in proc.stdout and 'NMS' in proc.stdout
     res = json.loads(out.read_text())
     assert set(res) == SCHEMA
@@ -212,6 +214,38 @@ def test_callers_model_and_threads_are_left_as_they_were():
     assert res['settings']['threads'] == 1 and torch.get_num_threads() == threads
     assert timed is not model and res['timed_model']['memory_format'] == 'channels_last'
     assert model.backbone.patch_embed.proj.weight.is_contiguous()
+
+
+@pytest.mark.parametrize('backbone,flag,layout,shown', [
+    ('fasternet', False, 'channels_last', 'auto'),    # chooses channels_last by itself on CPU
+    ('fasternet_nchw', False, 'contiguous', 'off'),  # the official NCHW execution
+    ('fasternet_nchw', True, 'channels_last', 'on'),
+    ('cspdarknet', False, 'contiguous', 'off'),      # mmdet's own backbone: NCHW unless asked
+    ('cspdarknet', True, 'channels_last', 'on')])
+def test_the_layout_the_backbone_really_ran_is_reported(backbone, flag, layout, shown):
+    """The reported layout is observed, not assumed: checked here against the input of every
+    nn.Conv2d during the timed iterations themselves."""
+    from mmdet.registry import MODELS
+
+    from mmlightbb.models.layers import set_cpu_channels_last
+    model = TinyDet()
+    if backbone == 'cspdarknet':
+        model.backbone = MODELS.build(dict(type='CSPDarknet', deepen_factor=0.33,
+                                           widen_factor=0.125))
+    set_cpu_channels_last(model, backbone == 'fasternet')
+    calls = []  # conv inputs per backbone call; the hooks travel into the benchmark's copy
+    model.backbone.register_forward_pre_hook(lambda mod, args: calls.append([]))
+    for conv in (m for m in model.backbone.modules() if isinstance(m, nn.Conv2d)):
+        conv.register_forward_pre_hook(lambda mod, args: calls[-1].append(args[0]))
+    res = bm.benchmark(model, (64, 64), backbone_only=True, warmup=0, iters=1,
+                       channels_last=flag, **FAST)
+    assert res['timed_model']['backbone_layout'] == layout
+    done, counted = res['timed_model']['conv_inputs_channels_last']
+    assert counted > 0 and done == (counted if layout == 'channels_last' else 0)
+    assert f'deploy=off channels_last={shown} float32' in bm.format_table(res).splitlines()[-1]
+    nhwc = [t.is_contiguous(memory_format=torch.channels_last) for t in calls[-1]  # timed call
+            if t.is_contiguous(memory_format=torch.channels_last) != t.is_contiguous()]
+    assert len(nhwc) == counted and sum(nhwc) == done
 
 
 # ----------------------------------------------------------------------------------- --profile
@@ -297,7 +331,7 @@ def test_real_images_time_a_different_test_image_each_iteration(tmp_path, tiny_c
                                       batch_input_hw={'64x64': 4})
     assert len(res['latency_ms']['samples']) == 3 and 'real test image' in res['timed_unit']
     assert bm.format_table(res).splitlines()[-1].endswith('| real 64x64 b1 threads=1 cpu '
-                                                          'deploy=off channels_last=off float32')
+                                                          'deploy=off channels_last=auto float32')
 
 
 @pytest.mark.parametrize('num_images,warmup,iters,batch,needed', [

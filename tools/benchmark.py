@@ -35,7 +35,9 @@ def parse_args():
     parser.add_argument('--deploy', action='store_true',
                         help='re-parameterize the backbone and fuse Conv+BN elsewhere; checked '
                         'against the original model, the deployed one is timed')
-    parser.add_argument('--channels-last', action='store_true', help='NHWC model and input')
+    parser.add_argument('--channels-last', action='store_true',
+                        help='NHWC model and input (mmlightbb backbones already run NHWC on CPU '
+                        'by themselves: the table then says channels_last=auto)')
     parser.add_argument('--fp16', action='store_true', help='half precision (CUDA only)')
     parser.add_argument('--profile', action='store_true',
                         help='per-operator-type time shares (torch.profiler) from extra '

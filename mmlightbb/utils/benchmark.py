@@ -81,7 +81,11 @@ applicable):
 * ``deploy_check``: null without --deploy, else ``max_rel_diff``, ``neck_max_rel_diff`` (null in
   backbone-only mode or without a neck), ``compared`` (str)
 * ``timed_model``: ``deployed`` (bool), ``backbone_batchnorm_layers`` (BatchNorm modules left in
-  the timed backbone), ``memory_format`` ('channels_last' | 'contiguous')
+  the timed backbone), ``memory_format`` ('channels_last' | 'contiguous': what --channels-last
+  did to the weights and input), ``backbone_layout`` ('channels_last' | 'contiguous' | 'mixed' |
+  'unknown': the layout the backbone's conv layers really received in an untimed call, which
+  mmlightbb backbones choose by themselves on CPU), ``conv_inputs_channels_last`` ([channels_last,
+  counted] conv inputs; 1x1 maps and channel slices are not counted)
 * ``versions``: ``python``, ``torch``, ``mmcv``, ``mmdet``, ``mmengine``, ``mmlightbb``
 * ``hardware``: ``cpu`` (model name from /proc/cpuinfo), ``gpu`` (name, or null on CPU)
 * ``real_images``: null without --real-images, else ``dataset`` (type), ``test_set_size``,
@@ -93,7 +97,8 @@ applicable):
   ``ms_per_iter``; ``op`` is the outermost recognised op the time was charged to)
 
 Keys were only ever added to schema 1 (``settings.real_images``, ``settings.profile``,
-``real_images``, ``profile``); a reader of older files should treat them as absent = off.
+``real_images``, ``profile``, ``timed_model.backbone_layout``,
+``timed_model.conv_inputs_channels_last``); a reader of older files should treat them as absent = off.
 """
 import collections
 import contextlib
@@ -497,6 +502,38 @@ def _count_bn(module: nn.Module) -> int:
     return sum(isinstance(m, _BatchNorm) for m in module.modules())
 
 
+def conv_input_layouts(backbone: nn.Module, x: torch.Tensor) -> Tuple[int, int]:
+    """(channels_last, counted): the layout of every conv layer's input in one untimed
+    ``backbone(x)``. This is what the timed backbone really computes on, whoever chose it
+    (``--channels-last``, or a backbone that turns its CPU input channels_last by itself). Inputs
+    that are both layouts (1x1 maps) or neither (channel slices) are not counted."""
+    layouts: List[bool] = []
+
+    def record(module, args):
+        t = args[0] if args else None
+        if isinstance(t, torch.Tensor) and t.dim() == 4:
+            nhwc, nchw = t.is_contiguous(memory_format=torch.channels_last), t.is_contiguous()
+            if nhwc != nchw:
+                layouts.append(nhwc)
+
+    handles = [m.register_forward_pre_hook(record) for m in backbone.modules()
+               if isinstance(m, nn.modules.conv._ConvNd)]
+    try:
+        with torch.no_grad():
+            backbone(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return sum(layouts), len(layouts)
+
+
+def backbone_layout(channels_last: int, counted: int) -> str:
+    """'channels_last' | 'contiguous' | 'mixed' | 'unknown' (no conv input counted)."""
+    if counted == 0:
+        return 'unknown'
+    return {channels_last: 'mixed', counted: 'channels_last', 0: 'contiguous'}[channels_last]
+
+
 def _versions() -> Dict[str, Optional[str]]:
     out = dict(python=platform.python_version(), torch=torch.__version__)
     for name in ('mmcv', 'mmdet', 'mmengine', 'mmlightbb'):
@@ -635,6 +672,10 @@ def _benchmark(model, shape, batch_size, backbone_only, warmup, iters, device, d
                 f'post-processing/NMS on {images} already on {device}'
                 + (' (fp16 autocast)' if fp16 else ''))
 
+    probe = xins[0] if backbone_only else x.to(device)  # as the preprocessor hands it over
+    with (torch.autocast('cuda', dtype=torch.float16) if fp16 and not backbone_only
+          else contextlib.nullcontext()):
+        layouts = conv_input_layouts(timed.backbone, probe)
     samples = time_fn(fn, iters, warmup, device, progress)
     latency, fps = summarize(samples, batch_size)
     median_s = latency['median'] / 1000.0
@@ -661,7 +702,9 @@ def _benchmark(model, shape, batch_size, backbone_only, warmup, iters, device, d
                   share=None if achieved is None else achieved / peak),
         deploy_check=deploy_check,
         timed_model=dict(deployed=bool(deploy), backbone_batchnorm_layers=_count_bn(timed.backbone),
-                         memory_format='channels_last' if channels_last else 'contiguous'),
+                         memory_format='channels_last' if channels_last else 'contiguous',
+                         backbone_layout=backbone_layout(*layouts),
+                         conv_inputs_channels_last=list(layouts)),
         versions=_versions(),
         hardware=dict(cpu=_cpu_name(),
                       gpu=torch.cuda.get_device_name() if device == 'cuda' else None),
@@ -699,13 +742,18 @@ def run_benchmark(config: str, checkpoint: Optional[str] = None,
 # ---------------------------------------------------------------------------------- report
 def format_table(res: dict) -> str:
     """The table; every number line ends with input size ("real HxW" with real images), batch,
-    threads, device, deploy, channels_last and dtype; with a profile, one line per category."""
+    threads, device, deploy, channels_last and dtype; with a profile, one line per category.
+    ``channels_last`` is ``on`` (--channels-last), ``auto`` (the backbone ran channels_last by
+    itself), ``mixed`` (some of its convs did) or ``off``."""
     s = res['settings']
+    layout = res['timed_model'].get('backbone_layout')
+    channels_last = ('on' if s['channels_last'] else
+                     {'channels_last': 'auto', 'mixed': 'mixed'}.get(layout, 'off'))
     ctx = (f"| {'real ' if s['real_images'] else ''}{s['input_hw'][0]}x{s['input_hw'][1]} "
            f"b{s['batch_size']} "
            f"threads={s['threads']} {s['device']} "
            f"deploy={'on' if s['deploy'] else 'off'} "
-           f"channels_last={'on' if s['channels_last'] else 'off'} {s['dtype']}")
+           f"channels_last={channels_last} {s['dtype']}")
     lat = res['latency_ms']
     rows = [(f'latency {k}', f"{lat[k]:.3f} ms") for k in ('median', 'mean', 'p90', 'min',
                                                              'max', 'std')]
