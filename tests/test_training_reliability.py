@@ -289,3 +289,70 @@ def test_nan_hook_message_without_checkpoint(tmp_path):
     assert msg.startswith('non-finite loss at iteration 3 (epoch 1, batch 3): loss=nan, '
                           'loss_cls=inf. ')
     assert 'loss_bbox' not in msg and 'Last complete checkpoint: none saved yet.' in msg
+
+
+class SavingRunner:
+    """What CheckpointHook's save_best reads of mmengine's Runner; ``save_checkpoint`` writes a
+    small file, or dies like a killed process when ``crash`` is set."""
+
+    def __init__(self, work_dir, name):
+        from mmengine.logging import MessageHub, MMLogger
+        self.work_dir, self.epoch, self.iter, self.crash = work_dir, 0, 0, False
+        self.message_hub = MessageHub.get_instance(name)
+        self.logger = MMLogger.get_current_instance()
+
+    def save_checkpoint(self, out_dir, filename, **kwargs):
+        if self.crash:
+            raise KeyboardInterrupt('killed while saving')
+        with open(osp.join(out_dir, filename), 'w') as f:
+            f.write(str(self.epoch))
+
+    def validate(self, hook, epoch, acc, crash=False):
+        self.epoch = self.iter = epoch
+        self.crash = crash
+        hook.after_val_epoch(self, dict(acc=acc))
+
+
+def _best_files(directory):
+    return sorted(name for name in os.listdir(directory) if name.startswith('best_'))
+
+
+@pytest.mark.parametrize('stock', [False, True])
+def test_previous_best_checkpoint_survives_a_kill_while_saving_the_new_one(tmp_path, stock):
+    from mmengine.hooks import CheckpointHook as StockCheckpointHook
+
+    from mmlightbb.engine import AtomicCheckpointHook
+    hook_type = StockCheckpointHook if stock else AtomicCheckpointHook
+    hook = hook_type(interval=1, save_best='acc', rule='greater')
+    runner = SavingRunner(str(tmp_path), f'best_kill_{stock}')
+    hook.before_train(runner)
+    runner.validate(hook, 1, 0.1)
+    assert _best_files(tmp_path) == ['best_acc_epoch_1.pth']
+    with pytest.raises(KeyboardInterrupt):
+        runner.validate(hook, 2, 0.2, crash=True)
+    # mmengine 0.10.7 deletes the old best before writing the new one: nothing is left
+    assert _best_files(tmp_path) == ([] if stock else ['best_acc_epoch_1.pth'])
+
+
+def test_best_checkpoint_is_replaced_when_better_and_kept_otherwise(tmp_path):
+    from mmlightbb.engine import AtomicCheckpointHook
+    hook = AtomicCheckpointHook(interval=1, save_best='acc', rule='greater')
+    runner = SavingRunner(str(tmp_path), 'best_replace')
+    hook.before_train(runner)
+    for epoch, acc, best in ((1, 0.1, 1), (2, 0.3, 2), (3, 0.25, 2), (4, 0.3, 2), (5, 0.5, 5)):
+        runner.validate(hook, epoch, acc)
+        assert _best_files(tmp_path) == [f'best_acc_epoch_{best}.pth'], epoch
+        assert runner.message_hub.get_info('best_ckpt') == str(
+            tmp_path / f'best_acc_epoch_{best}.pth')
+        assert hook.best_ckpt_path == str(tmp_path / f'best_acc_epoch_{best}.pth')
+
+
+def test_best_checkpoints_of_two_metrics_are_kept_apart(tmp_path):
+    from mmlightbb.engine import AtomicCheckpointHook
+    hook = AtomicCheckpointHook(interval=1, save_best=['acc', 'err'], rule=['greater', 'less'])
+    runner = SavingRunner(str(tmp_path), 'best_two_metrics')
+    hook.before_train(runner)
+    for epoch, acc, err in ((1, 0.1, 0.5), (2, 0.3, 0.6), (3, 0.2, 0.4)):
+        runner.epoch = runner.iter = epoch
+        hook.after_val_epoch(runner, dict(acc=acc, err=err))
+    assert _best_files(tmp_path) == ['best_acc_epoch_2.pth', 'best_err_epoch_3.pth']

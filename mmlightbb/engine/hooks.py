@@ -35,9 +35,44 @@ class AtomicCheckpointHook(CheckpointHook):
       ``max_keep_ckpts=1``, a kill while saving leaves no checkpoint at all;
     * writes ``last_checkpoint`` with a plain ``open(..., 'w')``, which truncates it first.
 
+    * deletes the previous ``save_best`` checkpoint *before* writing the new best one.
+
     Here the new checkpoint is written first, then the pointer (atomically), then the outdated
-    checkpoint is deleted. A kill between the last two steps only leaves one extra file behind.
+    checkpoint is deleted; the same order for the best checkpoint. A kill between the last steps
+    only leaves one extra file behind.
     """
+
+    def _best_paths(self) -> dict:
+        if len(self.key_indicators) == 1:
+            return {None: self.best_ckpt_path}
+        return dict(self.best_ckpt_path_dict)
+
+    def _set_best_paths(self, paths: dict):
+        if None in paths:
+            self.best_ckpt_path = paths[None]
+        else:
+            self.best_ckpt_path_dict.update(paths)
+
+    def _remove_checkpoint(self, path: str):
+        if self.file_backend.isfile(path):
+            self.file_backend.remove(path)
+        elif self.file_backend.isdir(path):  # DeepSpeed saves directories
+            self.file_backend.rmtree(path)
+
+    def _save_best_checkpoint(self, runner, metrics):
+        if not self.save_best:
+            return
+        previous = self._best_paths()
+        self._set_best_paths(dict.fromkeys(previous))  # mmengine deletes what it finds here first
+        super()._save_best_checkpoint(runner, metrics)
+        current = self._best_paths()
+        for key, old in previous.items():
+            if current[key] is None:  # not improved: the previous best stays the best
+                current[key] = old
+            elif old is not None and old != current[key] and is_main_process():
+                self._remove_checkpoint(old)
+                runner.logger.info(f'The previous best checkpoint {old} is removed')
+        self._set_best_paths(current)
 
     def _save_checkpoint_with_step(self, runner, step, meta):
         outdated = None
@@ -67,11 +102,8 @@ class AtomicCheckpointHook(CheckpointHook):
             return
         atomic_write(osp.join(runner.work_dir, CHECKPOINT_POINTER), self.last_ckpt)
         if outdated is not None:
-            path = self.file_backend.join_path(self.out_dir, self.filename_tmpl.format(outdated))
-            if self.file_backend.isfile(path):
-                self.file_backend.remove(path)
-            elif self.file_backend.isdir(path):  # DeepSpeed saves directories
-                self.file_backend.rmtree(path)
+            self._remove_checkpoint(
+                self.file_backend.join_path(self.out_dir, self.filename_tmpl.format(outdated)))
 
 
 class NonFiniteLossError(RuntimeError):
