@@ -47,7 +47,8 @@ tests the rest.
     tests/test_errors.py::test_training_skips_unreadable_images_with_a_warning
     tests/test_errors.py::test_test_tool_reports_bad_input_in_one_line
 
-Non-finite loss and benchmark iterations are tested with their implementations.
+Non-finite loss, weights that blew up under a finite loss (tests/test_training_reliability.py)
+and benchmark iterations (tests/test_benchmark.py) are tested with their implementations.
 """
 import json
 import os

@@ -272,6 +272,62 @@ custom_hooks = custom_hooks + [dict(type='NonFiniteLossHook'), dict(type='Poison
     assert sorted(name for name in os.listdir(work) if name.endswith('.pth')) == ['epoch_1.pth']
 
 
+POISON_WEIGHTS = """
+from mmdet.registry import HOOKS
+from mmengine.hooks import Hook
+
+
+@HOOKS.register_module()
+class PoisonWeightsHook(Hook):
+    # after iteration `at` (its loss finite and checked) the weights turn NaN, as after an update
+    # that overflowed
+    priority = 'LOWEST'
+
+    def __init__(self, at):
+        self.at = at
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        if runner.iter + 1 == self.at:  # mmengine counts the iteration after its hooks
+            runner.model.backbone.patch_embed.proj.weight.data.fill_(float('nan'))
+"""
+
+
+def test_weights_that_blew_up_under_a_finite_loss_stop_with_one_line(four_images, tmp_path):
+    """YOLOX's SimOTA fails on NaN scores before any loss exists; train.py names the cause (the
+    weights) and the last good checkpoint instead of printing SimOTA's traceback."""
+    (tmp_path / 'poison_weights.py').write_text(POISON_WEIGHTS)
+    cfg = write_config(tmp_path, four_images, extra="""
+custom_imports = dict(imports=['mmlightbb', 'poison_weights'], allow_failed_imports=False)
+custom_hooks = custom_hooks + [dict(type='NonFiniteLossHook'), dict(type='PoisonWeightsHook', at=5)]
+""")
+    work = tmp_path / 'work'
+    proc = train(cfg, '--work-dir', str(work), env=dict(ENV, PYTHONPATH=str(tmp_path)))
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(
+        'error: non-finite weights at iteration 6 (epoch 2) after a finite loss: '
+        'backbone.patch_embed.proj.weight; the model then failed with RuntimeError: all elements of input should be between 0 and 1. Training stopped; these '
+        f"weights were not saved. Last complete checkpoint: {work / 'epoch_1.pth'}."), last
+    assert 'Traceback' not in proc.stderr
+
+
+def test_other_training_errors_are_not_blamed_on_the_weights(tmp_path):
+    from torch import nn
+
+    from mmlightbb.engine import NonFiniteLossError, raise_if_weights_nonfinite
+
+    class Runner:  # what the check reads of mmengine's Runner
+        model, work_dir, iter, epoch = nn.Linear(2, 2), str(tmp_path), 0, 0
+
+    raise_if_weights_nonfinite(Runner, ValueError('a bug'))  # finite weights: not the cause
+    Runner.model.bias.data[0] = float('inf')
+    raise_if_weights_nonfinite(Runner, NonFiniteLossError('loss=nan'))  # already named
+    Runner.model.weight.data[1, 1] = float('nan')
+    with pytest.raises(NonFiniteLossError, match=r'after a finite loss: weight and 1 more; the '
+                       r'model then failed with ValueError: a bug\. Training stopped'):
+        raise_if_weights_nonfinite(Runner, ValueError('a bug'))
+
+
 def test_nan_hook_message_without_checkpoint(tmp_path):
     from mmlightbb.engine import NonFiniteLossError, NonFiniteLossHook
 

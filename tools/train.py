@@ -20,7 +20,8 @@ from mmengine.runner import Runner
 from torch.nn.parallel import DistributedDataParallel
 
 import mmlightbb  # noqa: F401  (registers backbones, datasets, hooks and safe checkpoint I/O)
-from mmlightbb.engine import NonFiniteLossError, find_resume_checkpoint
+from mmlightbb.engine import (NonFiniteLossError, find_resume_checkpoint,
+                              raise_if_weights_nonfinite)
 from mmlightbb.datasets.sonar import UnreadableImageError
 from mmlightbb.utils import CheckpointFormatError, UnsafeCheckpointError
 from mmlightbb.utils.config import load_config
@@ -106,13 +107,17 @@ def setup_cpu_distributed(cfg: Config) -> None:
 def main():
     args = parse_args()
     # one line instead of a traceback for what the user can fix: missing data or checkpoint,
-    # a broken or unsafe checkpoint, a diverged loss, a neck that does not fit the backbone, an
-    # unreadable val image (raised in a dataloader worker: its last line is the message)
+    # a broken or unsafe checkpoint, a diverged loss or weights, a neck that does not fit the
+    # backbone, an unreadable val image (raised in a dataloader worker: its last line is the message)
     try:
         cfg = build_train_config(args)
         setup_cpu_distributed(cfg)
         runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
-        runner.train()
+        try:
+            runner.train()
+        except Exception as err:
+            raise_if_weights_nonfinite(runner, err)  # the cause, if a head failed on NaN weights
+            raise
     except (FileNotFoundError, CheckpointFormatError, UnsafeCheckpointError, NonFiniteLossError,
             ChannelMismatchError, UnreadableImageError) as err:
         raise SystemExit(f'error: {str(err).strip().splitlines()[-1]}') from None

@@ -19,7 +19,8 @@ from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmlightbb.utils.fileio import atomic_write
 from .resume import CHECKPOINT_POINTER, last_complete_checkpoint
 
-__all__ = ['AtomicCheckpointHook', 'NonFiniteLossHook', 'NonFiniteLossError']
+__all__ = ['AtomicCheckpointHook', 'NonFiniteLossHook', 'NonFiniteLossError',
+           'raise_if_weights_nonfinite']
 
 
 @MMENGINE_HOOKS.register_module(name='CheckpointHook', force=True)
@@ -123,28 +124,51 @@ class NonFiniteLossHook(Hook):
     forever in the next gradient all-reduce.
 
     With ``AmpOptimWrapper`` the check sees the unscaled loss: an fp16 gradient overflow that the
-    dynamic loss scale absorbs (skipped step) does not stop training, a NaN loss does. Only losses
-    are seen: a head that fails on NaN predictions before it computes one (YOLOX's SimOTA
-    assigner: "all elements of input should be between 0 and 1") stops with its own error; the
-    cause and the fixes are the same.
+    dynamic loss scale absorbs (skipped step) does not stop training, a NaN loss does. A finite
+    loss whose update overflows the weights is seen only at the next iteration, and a head may
+    fail on the NaN predictions before it computes a loss (YOLOX's SimOTA assigner: "all elements
+    of input should be between 0 and 1"); ``tools/train.py`` then calls
+    :func:`raise_if_weights_nonfinite`, which names that cause instead.
     """
 
     priority = 'ABOVE_NORMAL'
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None,
                          outputs: Optional[dict] = None) -> None:
-        bad = {name: float(value) for name, value in (outputs or {}).items()
-               if 'loss' in name and not math.isfinite(float(value))}
+        losses = {name: float(value.detach() if isinstance(value, torch.Tensor) else value)
+                  for name, value in (outputs or {}).items() if 'loss' in name}
+        bad = {name: value for name, value in losses.items() if not math.isfinite(value)}
         flag = torch.tensor(float(bool(bad)))
         all_reduce(flag)  # a no-op without torch.distributed
         if flag.item() == 0:
             return
         terms = ', '.join(f'{name}={value}' for name, value in bad.items()) or 'on another rank'
-        checkpoint = last_complete_checkpoint(runner.work_dir) or 'none saved yet'
         raise NonFiniteLossError(
             f'non-finite loss at iteration {runner.iter + 1} (epoch {runner.epoch + 1}, batch '
-            f'{batch_idx + 1}): {terms}. Training stopped; these weights were not saved. Last '
-            f'complete checkpoint: {checkpoint}. Typical fixes: lower the learning rate '
-            '(optim_wrapper.optimizer.lr), clip gradients '
-            '(optim_wrapper.clip_grad=dict(max_norm=10, norm_type=2)), or with --amp keep a '
-            "dynamic loss scale (optim_wrapper.loss_scale='dynamic').")
+            f'{batch_idx + 1}): {terms}. {_stopped(runner)}')
+
+
+def _stopped(runner) -> str:
+    checkpoint = last_complete_checkpoint(runner.work_dir) or 'none saved yet'
+    return (f'Training stopped; these weights were not saved. Last complete checkpoint: '
+            f'{checkpoint}. Typical fixes: lower the learning rate (optim_wrapper.optimizer.lr), '
+            'clip gradients (optim_wrapper.clip_grad=dict(max_norm=10, norm_type=2)), or with '
+            "--amp keep a dynamic loss scale (optim_wrapper.loss_scale='dynamic').")
+
+
+def raise_if_weights_nonfinite(runner, error: BaseException) -> None:
+    """Raise :class:`NonFiniteLossError` naming the cause when ``error`` stopped training after
+    the weights had become NaN/inf (the last update overflowed although its loss was finite);
+    return otherwise, so the caller re-raises ``error`` itself."""
+    if isinstance(error, NonFiniteLossError):  # the loss check already named the cause
+        return
+    model = getattr(runner.model, 'module', runner.model)
+    with torch.no_grad():
+        bad = [name for name, param in model.named_parameters() if not param.isfinite().all()]
+    if not bad:
+        return
+    raise NonFiniteLossError(
+        f'non-finite weights at iteration {runner.iter + 1} (epoch {runner.epoch + 1}) after a '
+        f"finite loss: {bad[0]}{f' and {len(bad) - 1} more' if len(bad) > 1 else ''}; the model "
+        f'then failed with {type(error).__name__}: {str(error).strip().splitlines()[-1]}. '
+        f'{_stopped(runner)}') from error
