@@ -292,23 +292,33 @@ class PoisonWeightsHook(Hook):
 """
 
 
-def test_weights_that_blew_up_under_a_finite_loss_stop_with_one_line(four_images, tmp_path):
-    """YOLOX's SimOTA fails on NaN scores before any loss exists; train.py names the cause (the
-    weights) and the last good checkpoint instead of printing SimOTA's traceback."""
+@pytest.mark.parametrize('at', [5, 4])
+def test_weights_that_blew_up_under_a_finite_loss_stop_with_one_line(four_images, tmp_path, at):
+    """After iteration 5, YOLOX's SimOTA fails on NaN scores before any loss exists: train.py
+    names the cause (the weights) and the last good checkpoint instead of SimOTA's traceback.
+    After iteration 4, the last of epoch 1, the NaN weights are refused by the checkpoint hook:
+    no checkpoint holds them."""
     (tmp_path / 'poison_weights.py').write_text(POISON_WEIGHTS)
-    cfg = write_config(tmp_path, four_images, extra="""
+    cfg = write_config(tmp_path, four_images, extra=f"""
 custom_imports = dict(imports=['mmlightbb', 'poison_weights'], allow_failed_imports=False)
-custom_hooks = custom_hooks + [dict(type='NonFiniteLossHook'), dict(type='PoisonWeightsHook', at=5)]
+custom_hooks = custom_hooks + [dict(type='NonFiniteLossHook'),
+                               dict(type='PoisonWeightsHook', at={at})]
 """)
     work = tmp_path / 'work'
     proc = train(cfg, '--work-dir', str(work), env=dict(ENV, PYTHONPATH=str(tmp_path)))
     assert proc.returncode == 1, proc.stderr[-3000:]
     last = proc.stderr.strip().splitlines()[-1]
+    consequence, checkpoint = {
+        5: ('iteration 6 then failed with RuntimeError: all elements of input should be between 0 '
+            'and 1', work / 'epoch_1.pth'),
+        4: ('epoch_1.pth was not written', 'none saved yet')}[at]
     assert last.startswith(
-        'error: non-finite weights at iteration 6 (epoch 2) after a finite loss: '
-        'backbone.patch_embed.proj.weight; the model then failed with RuntimeError: all elements of input should be between 0 and 1. Training stopped; these '
-        f"weights were not saved. Last complete checkpoint: {work / 'epoch_1.pth'}."), last
+        f'error: non-finite weights after iteration {at} although its loss was finite (the update '
+        f'overflowed): backbone.patch_embed.proj.weight; {consequence}. Training stopped; these '
+        f'weights were not saved. Last complete checkpoint: {checkpoint}.'), last
     assert 'Traceback' not in proc.stderr
+    assert sorted(name for name in os.listdir(work) if name.endswith('.pth')) == (
+        ['epoch_1.pth'] if at == 5 else [])
 
 
 def test_other_training_errors_are_not_blamed_on_the_weights(tmp_path):
@@ -317,14 +327,15 @@ def test_other_training_errors_are_not_blamed_on_the_weights(tmp_path):
     from mmlightbb.engine import NonFiniteLossError, raise_if_weights_nonfinite
 
     class Runner:  # what the check reads of mmengine's Runner
-        model, work_dir, iter, epoch = nn.Linear(2, 2), str(tmp_path), 0, 0
+        model, work_dir, iter, epoch = nn.Linear(2, 2), str(tmp_path), 3, 0
 
     raise_if_weights_nonfinite(Runner, ValueError('a bug'))  # finite weights: not the cause
     Runner.model.bias.data[0] = float('inf')
     raise_if_weights_nonfinite(Runner, NonFiniteLossError('loss=nan'))  # already named
     Runner.model.weight.data[1, 1] = float('nan')
-    with pytest.raises(NonFiniteLossError, match=r'after a finite loss: weight and 1 more; the '
-                       r'model then failed with ValueError: a bug\. Training stopped'):
+    with pytest.raises(NonFiniteLossError, match=r'after iteration 3 although its loss was '
+                       r'finite \(the update overflowed\): weight and 1 more; iteration 4 then '
+                       r'failed with ValueError: a bug\. Training stopped'):
         raise_if_weights_nonfinite(Runner, ValueError('a bug'))
 
 
@@ -354,6 +365,7 @@ class SavingRunner:
     def __init__(self, work_dir, name):
         from mmengine.logging import MessageHub, MMLogger
         self.work_dir, self.epoch, self.iter, self.crash = work_dir, 0, 0, False
+        self.model = torch.nn.Linear(2, 2)
         self.message_hub = MessageHub.get_instance(name)
         self.logger = MMLogger.get_current_instance()
 
@@ -401,6 +413,18 @@ def test_best_checkpoint_is_replaced_when_better_and_kept_otherwise(tmp_path):
         assert runner.message_hub.get_info('best_ckpt') == str(
             tmp_path / f'best_acc_epoch_{best}.pth')
         assert hook.best_ckpt_path == str(tmp_path / f'best_acc_epoch_{best}.pth')
+
+
+def test_nonfinite_weights_never_become_the_best_checkpoint(tmp_path):
+    from mmlightbb.engine import AtomicCheckpointHook, NonFiniteLossError
+    hook = AtomicCheckpointHook(interval=1, save_best='acc', rule='greater')
+    runner = SavingRunner(str(tmp_path), 'best_nonfinite')
+    hook.before_train(runner)
+    runner.validate(hook, 1, 0.1)
+    runner.model.weight.data[0, 0] = float('nan')
+    with pytest.raises(NonFiniteLossError, match='weight; the best checkpoint was not written'):
+        runner.validate(hook, 2, 0.9)
+    assert _best_files(tmp_path) == ['best_acc_epoch_1.pth']
 
 
 def test_best_checkpoints_of_two_metrics_are_kept_apart(tmp_path):

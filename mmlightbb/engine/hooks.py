@@ -8,7 +8,7 @@
 """
 import math
 import os.path as osp
-from typing import Optional
+from typing import List, Optional
 
 import torch
 from mmdet.registry import HOOKS as MMDET_HOOKS
@@ -20,7 +20,7 @@ from mmlightbb.utils.fileio import atomic_write
 from .resume import CHECKPOINT_POINTER, last_complete_checkpoint
 
 __all__ = ['AtomicCheckpointHook', 'NonFiniteLossHook', 'NonFiniteLossError',
-           'raise_if_weights_nonfinite']
+           'nonfinite_parameters', 'raise_if_weights_nonfinite']
 
 
 @MMENGINE_HOOKS.register_module(name='CheckpointHook', force=True)
@@ -34,14 +34,19 @@ class AtomicCheckpointHook(CheckpointHook):
 
     * deletes the oldest of ``max_keep_ckpts`` checkpoints *before* writing the new one: with
       ``max_keep_ckpts=1``, a kill while saving leaves no checkpoint at all;
-    * writes ``last_checkpoint`` with a plain ``open(..., 'w')``, which truncates it first.
-
+    * writes ``last_checkpoint`` with a plain ``open(..., 'w')``, which truncates it first;
     * deletes the previous ``save_best`` checkpoint *before* writing the new best one.
 
     Here the new checkpoint is written first, then the pointer (atomically), then the outdated
     checkpoint is deleted; the same order for the best checkpoint. A kill between the last steps
-    only leaves one extra file behind.
+    only leaves one extra file behind. Weights that are NaN/inf are never saved: the run stops
+    with :class:`NonFiniteLossError` instead, so the last checkpoint is always one to resume from.
     """
+
+    def _refuse_nonfinite(self, runner, filename: str):
+        bad = nonfinite_parameters(runner.model)
+        if bad:
+            raise _weights_error(runner, bad, f'{filename} was not written')
 
     def _best_paths(self) -> dict:
         if len(self.key_indicators) == 1:
@@ -63,6 +68,7 @@ class AtomicCheckpointHook(CheckpointHook):
     def _save_best_checkpoint(self, runner, metrics):
         if not self.save_best:
             return
+        self._refuse_nonfinite(runner, 'the best checkpoint')
         previous = self._best_paths()
         self._set_best_paths(dict.fromkeys(previous))  # mmengine deletes what it finds here first
         super()._save_best_checkpoint(runner, metrics)
@@ -87,6 +93,7 @@ class AtomicCheckpointHook(CheckpointHook):
             runner.message_hub.update_info('keep_ckpt_ids', list(self.keep_ckpt_ids))
 
         ckpt_filename = self.filename_tmpl.format(step)
+        self._refuse_nonfinite(runner, ckpt_filename)
         self.last_ckpt = self.file_backend.join_path(self.out_dir, ckpt_filename)
         runner.message_hub.update_info('last_ckpt', self.last_ckpt)
         runner.save_checkpoint(
@@ -156,19 +163,29 @@ def _stopped(runner) -> str:
             "--amp keep a dynamic loss scale (optim_wrapper.loss_scale='dynamic').")
 
 
+def nonfinite_parameters(model: torch.nn.Module) -> List[str]:
+    """Names of the parameters of ``model`` (or of the module a DDP wrapper holds) with a NaN or
+    infinite value."""
+    model = getattr(model, 'module', model)
+    with torch.no_grad():
+        return [name for name, param in model.named_parameters() if not param.isfinite().all()]
+
+
+def _weights_error(runner, bad: List[str], consequence: str) -> NonFiniteLossError:
+    more = f' and {len(bad) - 1} more' if len(bad) > 1 else ''
+    return NonFiniteLossError(
+        f'non-finite weights after iteration {runner.iter} although its loss was finite (the '
+        f'update overflowed): {bad[0]}{more}; {consequence}. {_stopped(runner)}')
+
+
 def raise_if_weights_nonfinite(runner, error: BaseException) -> None:
     """Raise :class:`NonFiniteLossError` naming the cause when ``error`` stopped training after
-    the weights had become NaN/inf (the last update overflowed although its loss was finite);
-    return otherwise, so the caller re-raises ``error`` itself."""
-    if isinstance(error, NonFiniteLossError):  # the loss check already named the cause
+    the weights had become NaN/inf under a finite loss; return otherwise, so the caller
+    re-raises ``error`` itself."""
+    if isinstance(error, NonFiniteLossError):  # the loss or checkpoint check named the cause
         return
-    model = getattr(runner.model, 'module', runner.model)
-    with torch.no_grad():
-        bad = [name for name, param in model.named_parameters() if not param.isfinite().all()]
-    if not bad:
-        return
-    raise NonFiniteLossError(
-        f'non-finite weights at iteration {runner.iter + 1} (epoch {runner.epoch + 1}) after a '
-        f"finite loss: {bad[0]}{f' and {len(bad) - 1} more' if len(bad) > 1 else ''}; the model "
-        f'then failed with {type(error).__name__}: {str(error).strip().splitlines()[-1]}. '
-        f'{_stopped(runner)}') from error
+    bad = nonfinite_parameters(runner.model)
+    if bad:
+        raise _weights_error(
+            runner, bad, f'iteration {runner.iter + 1} then failed with {type(error).__name__}: '
+            f'{str(error).strip().splitlines()[-1]}') from error
