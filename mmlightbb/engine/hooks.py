@@ -82,6 +82,8 @@ class AtomicCheckpointHook(CheckpointHook):
         self._set_best_paths(current)
 
     def _save_checkpoint_with_step(self, runner, step, meta):
+        ckpt_filename = self.filename_tmpl.format(step)
+        self._refuse_nonfinite(runner, ckpt_filename)  # before any bookkeeping changes
         outdated = None
         # mmengine skips the bookkeeping when one step is saved twice (save_best re-saves it)
         if self.max_keep_ckpts > 0 and not (self.keep_ckpt_ids
@@ -92,8 +94,6 @@ class AtomicCheckpointHook(CheckpointHook):
             # before saving: the checkpoint's message hub must list the ids it keeps
             runner.message_hub.update_info('keep_ckpt_ids', list(self.keep_ckpt_ids))
 
-        ckpt_filename = self.filename_tmpl.format(step)
-        self._refuse_nonfinite(runner, ckpt_filename)
         self.last_ckpt = self.file_backend.join_path(self.out_dir, ckpt_filename)
         runner.message_hub.update_info('last_ckpt', self.last_ckpt)
         runner.save_checkpoint(
