@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 import mmlightbb  # noqa: F401
+from mmlightbb.models.layers import randomize_bn_stats
 from mmlightbb.utils import benchmark as bm
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -31,18 +32,6 @@ class TinyDet(nn.Module):
         self.data_preprocessor = DetDataPreprocessor(
             mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], bgr_to_rgb=True)
         self.backbone = MODELS.build(dict(type='FasterNet', arch=arch, **kwargs))
-
-
-def _randomize_bn(model, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            c = m.num_features
-            m.running_mean.copy_(torch.randn(c, generator=gen) * 0.5)
-            m.running_var.copy_(torch.rand(c, generator=gen) + 0.5)
-            m.weight.data.copy_(torch.randn(c, generator=gen) * 0.5 + 1)
-            m.bias.data.copy_(torch.randn(c, generator=gen) * 0.2)
-    return model.eval()
 
 
 def test_fps_is_1000_over_median_times_batch():
@@ -115,7 +104,8 @@ def test_json_schema_is_stable(deploy, tmp_path):
 
 
 def test_deploy_is_equal_and_the_deployed_model_is_timed():
-    model = _randomize_bn(TinyDet(norm_output=False))
+    model = TinyDet(norm_output=False)
+    randomize_bn_stats(model)
     res, timed = bm.benchmark(model, (64, 64), batch_size=2, backbone_only=True, warmup=0,
                               iters=2, deploy=True, return_model=True, **FAST)
     assert res['deploy_check']['max_rel_diff'] <= 1e-5
@@ -134,7 +124,7 @@ def test_deploy_of_a_whole_detector_also_fuses_the_neck():
     model, _ = bm.build_detector(osp.join(REPO, 'configs/yolox_fasternet.py'),
                                  cfg_options={'model.backbone.arch': 't0',
                                               'model.neck.in_channels': [80, 160, 320]})
-    _randomize_bn(model)
+    randomize_bn_stats(model)
     res, timed = bm.benchmark(model, (64, 64), warmup=0, iters=1, deploy=True, return_model=True,
                               **FAST)
     assert res['settings']['mode'] == 'test_step'

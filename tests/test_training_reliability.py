@@ -375,10 +375,10 @@ class SavingRunner:
         with open(osp.join(out_dir, filename), 'w') as f:
             f.write(str(self.epoch))
 
-    def validate(self, hook, epoch, acc, crash=False):
+    def validate(self, hook, epoch, crash=False, **metrics):
         self.epoch = self.iter = epoch
         self.crash = crash
-        hook.after_val_epoch(self, dict(acc=acc))
+        hook.after_val_epoch(self, metrics)
 
 
 def _best_files(directory):
@@ -394,10 +394,10 @@ def test_previous_best_checkpoint_survives_a_kill_while_saving_the_new_one(tmp_p
     hook = hook_type(interval=1, save_best='acc', rule='greater')
     runner = SavingRunner(str(tmp_path), f'best_kill_{stock}')
     hook.before_train(runner)
-    runner.validate(hook, 1, 0.1)
+    runner.validate(hook, 1, acc=0.1)
     assert _best_files(tmp_path) == ['best_acc_epoch_1.pth']
     with pytest.raises(KeyboardInterrupt):
-        runner.validate(hook, 2, 0.2, crash=True)
+        runner.validate(hook, 2, crash=True, acc=0.2)
     # mmengine 0.10.7 deletes the old best before writing the new one: nothing is left
     assert _best_files(tmp_path) == ([] if stock else ['best_acc_epoch_1.pth'])
 
@@ -408,7 +408,7 @@ def test_best_checkpoint_is_replaced_when_better_and_kept_otherwise(tmp_path):
     runner = SavingRunner(str(tmp_path), 'best_replace')
     hook.before_train(runner)
     for epoch, acc, best in ((1, 0.1, 1), (2, 0.3, 2), (3, 0.25, 2), (4, 0.3, 2), (5, 0.5, 5)):
-        runner.validate(hook, epoch, acc)
+        runner.validate(hook, epoch, acc=acc)
         assert _best_files(tmp_path) == [f'best_acc_epoch_{best}.pth'], epoch
         assert runner.message_hub.get_info('best_ckpt') == str(
             tmp_path / f'best_acc_epoch_{best}.pth')
@@ -420,10 +420,10 @@ def test_nonfinite_weights_never_become_the_best_checkpoint(tmp_path):
     hook = AtomicCheckpointHook(interval=1, save_best='acc', rule='greater')
     runner = SavingRunner(str(tmp_path), 'best_nonfinite')
     hook.before_train(runner)
-    runner.validate(hook, 1, 0.1)
+    runner.validate(hook, 1, acc=0.1)
     runner.model.weight.data[0, 0] = float('nan')
     with pytest.raises(NonFiniteLossError, match='weight; the best checkpoint was not written'):
-        runner.validate(hook, 2, 0.9)
+        runner.validate(hook, 2, acc=0.9)
     assert _best_files(tmp_path) == ['best_acc_epoch_1.pth']
 
 
@@ -433,6 +433,5 @@ def test_best_checkpoints_of_two_metrics_are_kept_apart(tmp_path):
     runner = SavingRunner(str(tmp_path), 'best_two_metrics')
     hook.before_train(runner)
     for epoch, acc, err in ((1, 0.1, 0.5), (2, 0.3, 0.6), (3, 0.2, 0.4)):
-        runner.epoch = runner.iter = epoch
-        hook.after_val_epoch(runner, dict(acc=acc, err=err))
+        runner.validate(hook, epoch, acc=acc, err=err)
     assert _best_files(tmp_path) == ['best_acc_epoch_2.pth', 'best_err_epoch_3.pth']
