@@ -1,4 +1,4 @@
-"""CPU speed targets of issue #8: every backbone against its straightforward form, side by side.
+"""CPU speed targets: every backbone against its straightforward form, side by side.
 
     python benchmarks/speed_targets.py [--size 640] [--threads 2] [--out speed.json] [--quick]
 
@@ -38,13 +38,15 @@ import time
 
 import torch
 import torch.nn.functional as F
+from mmdet.registry import MODELS
+from mmengine.registry import init_default_scope
 
+from mmlightbb.analysis.benchmark import (build_detector, cpu_name, deploy_model, make_batch,
+                                          matmul_peak_gflops, max_rel_diff)
+from mmlightbb.analysis.complexity import count_macs
 from mmlightbb.models.backbones.fasternet import MLPBlock
 from mmlightbb.models.backbones.replknet import ReparamLargeKernelConv
 from mmlightbb.models.layers import DynamicConv, randomize_bn_stats, set_cpu_channels_last
-from mmlightbb.utils.benchmark import (_cpu_name, build_detector, deploy_model, make_batch,
-                                       matmul_peak_gflops, max_rel_diff)
-from mmlightbb.utils.complexity import count_macs
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -87,9 +89,6 @@ def pick_iters(fn_a, fn_b, budget_s: float, lo: int, hi: int) -> int:
 
 # ----------------------------------------------------------------------------------- models
 def build(cfg: dict):
-    import mmlightbb  # noqa: F401  (registers the backbones)
-    from mmdet.registry import MODELS
-    from mmengine.registry import init_default_scope
     init_default_scope('mmdet')
     model = MODELS.build(cfg).eval()
     randomize_bn_stats(model)
@@ -286,7 +285,7 @@ def paths():
 
 def format_report(res: dict) -> str:
     s = res['settings']
-    lines = [f"speed targets (issue #8) -- {res['date']} -- {res['machine']['cpu']}",
+    lines = [f"speed targets -- {res['date']} -- {res['machine']['cpu']}",
              f"torch {res['versions']['torch']}, threads={s['threads']}, fp32, input "
              f"{s['size']}x{s['size']}, batch 1 unless the row says otherwise, matmul peak "
              f"{res['matmul_peak_gflops']:.0f} GFLOP/s" + (', QUICK (not a measurement)'
@@ -354,7 +353,7 @@ def main(argv=None):
     rows = [r for name, rows_of in groups.items() if name in args.only for r in rows_of()]
     res = dict(
         date=datetime.datetime.now().isoformat(timespec='seconds'),
-        machine=dict(cpu=_cpu_name(), python=platform.python_version()),
+        machine=dict(cpu=cpu_name(), python=platform.python_version()),
         versions=dict(torch=torch.__version__),
         settings=dict(size=size, threads=torch.get_num_threads(), quick=args.quick,
                       dtype='float32', tolerance=TOLERANCE),

@@ -1,16 +1,14 @@
 """mmlightbb: lightweight and large-kernel CNN backbones for MMDetection 3.x.
 
-``import mmlightbb`` (or ``custom_imports=dict(imports=['mmlightbb'])`` in a config) registers every
-module of the package in mmdet's registries, lets torch >= 2.6 load Runner checkpoints safely and
-makes mmengine write local checkpoints atomically.
+``import mmlightbb`` (or ``custom_imports=dict(imports=['mmlightbb'])`` in a config) registers the
+package's backbones, datasets, transforms and hooks in mmdet's registries and applies the changes
+to torch and mmengine that :mod:`mmlightbb.engine.patches` lists (safe checkpoint loading, atomic
+checkpoint writes, the backbone/neck channel check, ...).
 """
-from .utils import register_atomic_local_backend, register_runner_checkpoint_globals
+from . import datasets, engine, models  # noqa: F401  (importing registers the modules)
+from .engine.patches import apply_all
 from .version import __version__
 
-register_runner_checkpoint_globals()
-register_atomic_local_backend()
-
-# registers datasets, transforms, backbones and hooks (incl. the atomic CheckpointHook)
-from . import datasets, engine, models  # noqa: E402,F401
+apply_all()
 
 __all__ = ['__version__']

@@ -3,15 +3,10 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from mmlightbb.analysis.benchmark import max_rel_diff  # noqa: F401  (re-exported; ref first)
+from mmlightbb.analysis.complexity import count_macs, count_params  # noqa: F401  (re-exported)
 from mmlightbb.models.layers import randomize_bn_stats  # noqa: F401  (re-exported)
 from mmlightbb.models.layers import set_cpu_channels_last
-from mmlightbb.utils import benchmark
-from mmlightbb.utils.complexity import count_macs, count_params  # noqa: F401  (re-exported)
-
-
-def max_rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Max absolute difference relative to the largest magnitude of the reference ``b``."""
-    return benchmark.max_rel_diff(b, a)
 
 
 def assert_deploy_equal(model: nn.Module, shape=(2, 3, 64, 64), tol=1e-5, seed=0) -> None:
@@ -27,7 +22,7 @@ def assert_deploy_equal(model: nn.Module, shape=(2, 3, 64, 64), tol=1e-5, seed=0
     assert len(before) == len(after)
     for b, a in zip(before, after):
         assert a.shape == b.shape
-        diff = max_rel_diff(a, b)
+        diff = max_rel_diff(b, a)
         assert diff <= tol, f'deploy changed the output: max relative difference {diff:.2e} > {tol}'
 
 
@@ -58,4 +53,4 @@ def assert_cpu_channels_last_equals_nchw(model: nn.Module, first_layer: nn.Modul
         reference = set_cpu_channels_last(model, False)(x)
     assert seen == [True, False]
     for out, ref in zip(outs, reference):
-        assert out.is_contiguous() and max_rel_diff(out, ref) <= 1e-5
+        assert out.is_contiguous() and max_rel_diff(ref, out) <= 1e-5

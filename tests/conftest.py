@@ -2,6 +2,7 @@
 import json
 import os
 import os.path as osp
+import sys
 
 import cv2
 import numpy as np
@@ -37,6 +38,29 @@ def write_shapes_coco(root: str, num_images: int = 8, size: int = 128, seed: int
     with open(ann_file, 'w') as f:
         json.dump(dict(images=images, annotations=annotations, categories=categories), f)
     return dict(data_root=root + '/', ann_file='annotations/all.json', img_prefix='images/')
+
+
+@pytest.fixture(autouse=True, scope='session')
+def only_the_chosen_interpreter(tmp_path_factory):
+    """Every subprocess the suite starts must run the interpreter the suite runs on
+    (``sys.executable``; shell scripts: ``$PYTHON``), never ``python``/``python3`` from PATH, which
+    may be another installation without the stack (``make test PYTHON=venv/bin/python`` with the
+    venv not activated). Those names on PATH are replaced by a stub that fails with that message."""
+    stub_dir = tmp_path_factory.mktemp('interpreter_stub')
+    for name in ('python', 'python3'):
+        stub = stub_dir / name
+        stub.write_text(f'#!/bin/sh\necho "test suite: a subprocess ran {name} from PATH instead '
+                        'of sys.executable or PYTHON" >&2\nexit 97\n')
+        stub.chmod(0o755)
+    saved = {key: os.environ.get(key) for key in ('PATH', 'PYTHON')}
+    os.environ['PATH'] = f"{stub_dir}{os.pathsep}{os.environ.get('PATH', '')}"
+    os.environ['PYTHON'] = sys.executable
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,4 @@
-"""tools/benchmark.py and mmlightbb.utils.benchmark: what is timed, the numbers it derives,
+"""tools/benchmark.py and mmlightbb.analysis.benchmark: what is timed, the numbers it derives,
 --deploy, --profile, --real-images, the JSON schema and the CLI. Tiny FasterNet models at 64-128 px
 keep it short."""
 import json
@@ -13,10 +13,10 @@ from torch import nn
 
 import mmlightbb  # noqa: F401
 from mmlightbb.models.layers import randomize_bn_stats
-from mmlightbb.utils import benchmark as bm
+from mmlightbb.analysis import benchmark as bm
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-T0 = dict(embed_dims=40, depths=(1, 2, 8, 2), act_cfg=dict(type='GELU'), drop_path_rate=0.0)
+T0 = dict(channels=(40, 80, 160, 320), depths=(1, 2, 8, 2), act_cfg=dict(type='GELU'), drop_path_rate=0.0)
 T0_DEEP = dict(T0, depths=(2, 4, 16, 4))
 CFG_OPTS = ['model.backbone.arch=t0', 'model.neck.in_channels=[80,160,320]']
 FAST = dict(peak_size=256, progress=False)
@@ -38,7 +38,8 @@ def test_fps_is_1000_over_median_times_batch():
     stats, fps = bm.summarize([3.0, 1.0, 2.0], batch_size=4)
     assert stats['median'] == 2.0 and fps == 2000.0
     assert stats['min'] == 1.0 and stats['max'] == 3.0 and stats['p90'] == pytest.approx(2.8)
-    res = bm.benchmark(TinyDet(), (64, 64), batch_size=2, backbone_only=True, warmup=1, iters=3,
+    res = bm.benchmark(TinyDet(), shape=(64, 64), batch_size=2, backbone_only=True, warmup=1,
+                       iters=3,
                        **FAST)
     assert len(res['latency_ms']['samples']) == 3
     assert res['fps'] == 1000.0 / res['latency_ms']['median'] * 2
@@ -52,8 +53,8 @@ def test_fps_is_1000_over_median_times_batch():
 def test_twice_as_deep_measures_slower():
     torch.manual_seed(0)
     kw = dict(backbone_only=True, warmup=3, iters=20, threads=1, **FAST)
-    shallow = bm.benchmark(TinyDet(T0), (128, 128), **kw)
-    deep = bm.benchmark(TinyDet(T0_DEEP), (128, 128), **kw)
+    shallow = bm.benchmark(TinyDet(T0), shape=(128, 128), **kw)
+    deep = bm.benchmark(TinyDet(T0_DEEP), shape=(128, 128), **kw)
     assert deep['macs']['backbone_per_image'] > 1.5 * shallow['macs']['backbone_per_image']
     assert deep['params']['backbone'] > shallow['params']['backbone']
     # ~1.9x the work; min is the least noisy statistic on a shared machine
@@ -84,7 +85,7 @@ SUBKEYS = {
 
 @pytest.mark.parametrize('deploy', [False, True])
 def test_json_schema_is_stable(deploy, tmp_path):
-    res = bm.benchmark(TinyDet(), (64, 64), backbone_only=True, warmup=0, iters=1,
+    res = bm.benchmark(TinyDet(), shape=(64, 64), backbone_only=True, warmup=0, iters=1,
                        deploy=deploy, channels_last=deploy, **FAST)
     bm.dump_json(res, str(tmp_path / 'r.json'))
     loaded = json.loads((tmp_path / 'r.json').read_text())
@@ -106,7 +107,7 @@ def test_json_schema_is_stable(deploy, tmp_path):
 def test_deploy_is_equal_and_the_deployed_model_is_timed():
     model = TinyDet(norm_output=False)
     randomize_bn_stats(model)
-    res, timed = bm.benchmark(model, (64, 64), batch_size=2, backbone_only=True, warmup=0,
+    res, timed = bm.benchmark(model, shape=(64, 64), batch_size=2, backbone_only=True, warmup=0,
                               iters=2, deploy=True, return_model=True, **FAST)
     assert res['deploy_check']['max_rel_diff'] <= 1e-5
     assert res['deploy_check']['max_rel_diff'] > 0  # something was actually fused
@@ -125,7 +126,8 @@ def test_deploy_of_a_whole_detector_also_fuses_the_neck():
                                  cfg_options={'model.backbone.arch': 't0',
                                               'model.neck.in_channels': [80, 160, 320]})
     randomize_bn_stats(model)
-    res, timed = bm.benchmark(model, (64, 64), warmup=0, iters=1, deploy=True, return_model=True,
+    res, timed = bm.benchmark(model, shape=(64, 64), warmup=0, iters=1, deploy=True,
+                              return_model=True,
                               **FAST)
     assert res['settings']['mode'] == 'test_step'
     assert res['deploy_check']['max_rel_diff'] <= 1e-5
@@ -146,7 +148,7 @@ def test_invalid_settings_raise_clear_errors(kwargs, match):
     args = dict(backbone_only=True, warmup=0, iters=1, **FAST)
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
-        bm.benchmark(TinyDet(), (64, 64), **args)
+        bm.benchmark(TinyDet(), shape=(64, 64), **args)
 
 
 def test_summarize_refuses_no_samples():
@@ -155,7 +157,7 @@ def test_summarize_refuses_no_samples():
 
 
 def test_default_shape_is_the_test_resize_scale():
-    from mmlightbb.utils.config import load_config
+    from mmlightbb.engine import load_config
     cfg = load_config(osp.join(REPO, 'configs/yolox_fasternet.py'))
     assert bm.find_test_scale(cfg) == (640, 640)
 
@@ -199,7 +201,8 @@ def test_cli_rejects_bad_iters_with_a_clear_message():
 def test_callers_model_and_threads_are_left_as_they_were():
     threads = torch.get_num_threads()
     model = TinyDet()
-    res, timed = bm.benchmark(model, (64, 64), backbone_only=True, warmup=0, iters=1, threads=1,
+    res, timed = bm.benchmark(model, shape=(64, 64), backbone_only=True, warmup=0, iters=1,
+                              threads=1,
                               channels_last=True, return_model=True, **FAST)
     assert res['settings']['threads'] == 1 and torch.get_num_threads() == threads
     assert timed is not model and res['timed_model']['memory_format'] == 'channels_last'
@@ -227,7 +230,7 @@ def test_the_layout_the_backbone_really_ran_is_reported(backbone, flag, layout, 
     model.backbone.register_forward_pre_hook(lambda mod, args: calls.append([]))
     for conv in (m for m in model.backbone.modules() if isinstance(m, nn.Conv2d)):
         conv.register_forward_pre_hook(lambda mod, args: calls[-1].append(args[0]))
-    res = bm.benchmark(model, (64, 64), backbone_only=True, warmup=0, iters=1,
+    res = bm.benchmark(model, shape=(64, 64), backbone_only=True, warmup=0, iters=1,
                        channels_last=flag, **FAST)
     assert res['timed_model']['backbone_layout'] == layout
     done, counted = res['timed_model']['conv_inputs_channels_last']
@@ -256,7 +259,7 @@ class ConvDet(nn.Module):
 
 @pytest.mark.parametrize('depthwise,largest', [(False, 'conv'), (True, 'depthwise conv')])
 def test_profile_gives_conv_the_largest_share(depthwise, largest):
-    res = bm.benchmark(ConvDet(depthwise), (64, 64), backbone_only=True, warmup=1, iters=2,
+    res = bm.benchmark(ConvDet(depthwise), shape=(64, 64), backbone_only=True, warmup=1, iters=2,
                        threads=1, profile=True, profile_iters=2, **FAST)
     prof = res['profile']
     shares = {cat: entry['share'] for cat, entry in prof['categories'].items()}

@@ -1,4 +1,4 @@
-"""tools/compare.py and mmlightbb.utils.compare: where mAP and speed come from (mmengine's own
+"""tools/compare.py and mmlightbb.analysis.compare: where mAP and speed come from (mmengine's own
 file formats), the Pareto front, "missing" values, the table and the plots."""
 import json
 import os
@@ -9,7 +9,7 @@ from collections import OrderedDict
 
 import pytest
 
-from mmlightbb.utils import compare as cmp
+from mmlightbb.analysis import compare as cmp
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 

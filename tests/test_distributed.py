@@ -107,3 +107,12 @@ def test_two_processes_on_cpu_match_one_process_with_the_same_total_batch(tiny_c
     # and 4 SGD steps later the weights still agree to float32 rounding (measured: 1.2e-7)
     for name, value in single['state_dict'].items():
         assert torch.allclose(ranks[0]['state_dict'][name], value, rtol=0, atol=1e-5), name
+
+
+def test_the_suite_never_runs_python_from_path():
+    """The guard in conftest.py: a bare ``python`` fails, so the distributed test above passes only
+    because tools/dist_train.sh runs ``$PYTHON`` (the interpreter ``make test PYTHON=...`` chose)."""
+    for name in ('python', 'python3'):
+        proc = subprocess.run([name, '-c', 'pass'], capture_output=True, text=True)
+        assert proc.returncode == 97 and 'instead of sys.executable' in proc.stderr
+    assert os.environ['PYTHON'] == sys.executable

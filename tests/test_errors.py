@@ -1,4 +1,4 @@
-"""Bad input (issue #7): every case gets an error that names what is wrong and how to fix it.
+"""Bad input: every case gets an error that names what is wrong and how to fix it.
 
 This module is the catalogue: each case below with the tests (pytest node ids) that hold its
 message and behaviour. Cases already tested elsewhere are listed, not tested twice; this module
@@ -6,19 +6,14 @@ tests the rest.
 
 * unknown ``arch`` -> lists the valid archs
     tests/test_errors.py::test_unknown_arch_lists_the_valid_archs (every backbone)
-    tests/test_fasternet.py::test_bad_arguments[kwargs0-unknown arch]
-    tests/test_replknet.py::test_bad_arguments[kwargs0-unknown arch]
 * ``out_indices`` out of range
-    tests/test_fasternet.py::test_bad_arguments[kwargs10-out_indices]
-    tests/test_replknet.py::test_bad_arguments[kwargs10-out_indices]
+    tests/test_backbone_contract.py::test_bad_arguments[out_indices-*] (every backbone)
 * ``out_indices`` empty
     tests/test_errors.py::test_empty_out_indices
 * ``frozen_stages`` out of range
-    tests/test_fasternet.py::test_bad_arguments[kwargs11-frozen_stages]
+    tests/test_backbone_contract.py::test_bad_arguments[frozen_stages-*] (every backbone)
 * input with the wrong number of channels
-    tests/test_convnext.py::test_bad_kwargs
-    tests/test_fasternet.py::test_custom_arch_and_registry
-    tests/test_replknet.py::test_misuse_errors
+    tests/test_backbone_contract.py::test_input_channels[*] (every backbone)
 * 1-channel 8-bit and 16-bit PNGs -> 3-channel uint8 through the sonar configs' pipelines
     tests/test_errors.py::test_sonar_configs_load_gray_8_and_16_bit_png_as_3_channel_uint8
     tests/test_sonar.py::test_gray_png_16bit_tif_and_bmp_load_as_3_channel_uint8 (the loader)
@@ -28,12 +23,12 @@ tests the rest.
     tests/test_errors.py::test_neck_check_covers_channel_mapper_neck_lists_and_either_order
     tests/test_errors.py::test_test_tool_reports_bad_input_in_one_line (one line, no traceback)
 * pretrained checkpoint missing, truncated, not a checkpoint (init_cfg, load_from, --resume and
-  tools/test.py all read through ``mmlightbb.utils.safe_load``)
+  tools/test.py all read through ``mmlightbb.engine.safe_load``)
     tests/test_plugin.py::test_bad_checkpoint_files_raise_clear_errors
 * pretrained checkpoint with zero matching keys
-    tests/test_convnext.py::test_load_errors (and the other tests/test_<backbone>.py)
+    tests/test_backbone_contract.py::test_load_errors[*] (every backbone)
 * pretrained checkpoint with shape mismatches -> listed
-    tests/test_convnext.py::test_load_errors (and the other tests/test_<backbone>.py)
+    tests/test_backbone_contract.py::test_load_errors[*] (every backbone)
     tests/test_errors.py::test_shape_mismatches_are_listed (keys and both shapes)
 * config path or ``--cfg-options`` key that does not exist
     tests/test_plugin.py::test_config_tool_errors_name_the_problem
@@ -66,7 +61,7 @@ from torch import nn
 from mmlightbb.datasets.sonar import UnreadableImageError
 from mmlightbb.models.backbones import (ConvNeXt, CSPConvNeXt, FasterNet, ParameterNet,
                                         RepLKNet)
-from mmlightbb.utils.model_check import ChannelMismatchError, check_backbone_neck_channels
+from mmlightbb.models.neck_check import ChannelMismatchError, check_backbone_neck_channels
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 BACKBONES = (ConvNeXt, CSPConvNeXt, FasterNet, ParameterNet, RepLKNet)
@@ -89,11 +84,12 @@ def test_empty_out_indices(out_indices):
 
 
 def test_shape_mismatches_are_listed(tmp_path):
-    arch = dict(embed_dims=8, depths=(1, 1, 1, 1), act_cfg=dict(type='ReLU'), drop_path_rate=0.)
+    arch = dict(channels=(8, 16, 32, 64), depths=(1, 1, 1, 1), act_cfg=dict(type='ReLU'),
+                drop_path_rate=0.)
     path = str(tmp_path / 'small.pth')
     torch.save(FasterNet(arch).state_dict(), path)
     with pytest.raises(ValueError, match='disagree') as e:
-        FasterNet(dict(arch, embed_dims=16)).load_pretrained(path)
+        FasterNet(dict(arch, channels=(16, 32, 64, 128))).load_pretrained(path)
     assert 'patch_embed.proj.weight: file (8, 3, 4, 4) vs model (16, 3, 4, 4)' in str(e.value)
     assert 'wrong arch?' in str(e.value)
 

@@ -13,7 +13,7 @@ SIZE = 256
 
 
 def learning_config(data_root, work_dir, epochs):
-    from mmlightbb.utils.demo import short_schedule_config
+    from mmlightbb.analysis.pipeline import short_schedule_config
     return short_schedule_config(
         'configs/yolox_fasternet.py', data_root, work_dir, epochs, SIZE,
         cfg_options={'model.backbone.arch': 't0', 'model.neck.in_channels': [80, 160, 320]})

@@ -54,7 +54,7 @@ def test_stock_yolox_config_with_custom_imports_trains_and_predicts(tiny_coco, t
 
 
 def test_train_then_resume_continues_from_saved_epoch(tiny_coco, tmp_path):
-    from mmlightbb.utils import safe_load
+    from mmlightbb.engine import safe_load
     cfg_file = tmp_path / 'yolox_resume.py'
     cfg_file.write_text(tiny_yolox_config(tiny_coco, BACKBONE, NECK_IN, max_epochs=2))
     work = tmp_path / 'work'
@@ -97,7 +97,7 @@ class _RunsCode:
 def test_checkpoint_with_arbitrary_callable_is_refused_and_runs_nothing(tmp_path):
     from mmengine.runner.checkpoint import CheckpointLoader
 
-    from mmlightbb.utils import UnsafeCheckpointError, safe_load
+    from mmlightbb.engine import UnsafeCheckpointError, safe_load
     marker = tmp_path / 'marker'
     path = tmp_path / 'evil.pth'
     torch.save({'state_dict': {'w': torch.zeros(1)}, 'meta': _RunsCode(str(marker))}, path)
@@ -123,7 +123,7 @@ def test_test_tool_refuses_unsafe_checkpoint_with_clear_message(tiny_coco, tmp_p
 
 @pytest.mark.parametrize('content', [b'', b'not a checkpoint at all', None])
 def test_bad_checkpoint_files_raise_clear_errors(tmp_path, content):
-    from mmlightbb.utils import CheckpointFormatError, safe_load
+    from mmlightbb.engine import CheckpointFormatError, safe_load
     path = tmp_path / 'bad.pth'
     if content is None:  # a real checkpoint cut in half
         torch.save({'w': torch.randn(1000)}, path)

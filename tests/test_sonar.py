@@ -368,12 +368,12 @@ def test_voc2coco_failure_keeps_existing_output(voc, monkeypatch):
 
 
 def test_voc2coco_cli(voc):
-    proc = subprocess.run([sys.executable, 'tools/voc2coco.py', voc, '--splits', 'train',
+    proc = subprocess.run([sys.executable, 'tools/dataset_converters/voc2coco.py', voc, '--splits', 'train',
                            '--rename', 'ship=shipwreck'], cwd=REPO, capture_output=True,
                           text=True)
     assert proc.returncode == 0, proc.stderr
     assert 'skipped 1 malformed xml: d.xml' in proc.stdout
     assert "'shipwreck'" in proc.stdout and osp.isfile(osp.join(voc, 'annotations/train.json'))
-    proc = subprocess.run([sys.executable, 'tools/voc2coco.py', voc, '--classes', 'whale'],
+    proc = subprocess.run([sys.executable, 'tools/dataset_converters/voc2coco.py', voc, '--classes', 'whale'],
                           cwd=REPO, capture_output=True, text=True)
     assert proc.returncode != 0 and 'no valid box' in proc.stderr

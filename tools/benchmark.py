@@ -1,5 +1,5 @@
 """Inference latency of a detector (test_step incl. NMS) or its backbone alone; see
-``mmlightbb/utils/benchmark.py`` for exactly what is timed, the profile rules and the JSON schema.
+``mmlightbb/analysis/benchmark/`` for exactly what is timed, the profile rules and the JSON schema.
 
     python tools/benchmark.py CONFIG [--checkpoint CKPT] [--backbone-only]
         [--shape H W | --real-images] [--batch-size N] [--warmup 5] [--iters 20] [--threads T]
@@ -52,27 +52,22 @@ def parse_args():
 
 def main():
     parser, args = parse_args()
-    from mmlightbb.utils.benchmark import (dump_json, format_table, run_benchmark,
-                                           validate_settings)
+    from mmlightbb.analysis.benchmark import (BenchmarkSettings, dump_json, format_table,
+                                              run_benchmark)
     try:
-        validate_settings(args.iters, args.warmup, args.batch_size, args.threads, args.shape,
-                          args.device, args.fp16, args.profile_iters if args.profile else None)
+        settings = BenchmarkSettings(
+            shape=args.shape, batch_size=args.batch_size, backbone_only=args.backbone_only,
+            warmup=args.warmup, iters=args.iters, threads=args.threads, device=args.device,
+            deploy=args.deploy, channels_last=args.channels_last, fp16=args.fp16,
+            real_images=args.real_images, profile=args.profile,
+            profile_iters=args.profile_iters)
     except ValueError as err:
         parser.error(str(err))
-    if args.shape is not None and args.real_images:
-        parser.error('--shape and --real-images exclude each other (the test pipeline sizes real '
-                     'images); drop one')
     if args.checkpoint is not None and not osp.isfile(args.checkpoint):
         parser.error(f'checkpoint not found: {args.checkpoint!r}')
     try:
-        res = run_benchmark(args.config, args.checkpoint, args.cfg_options, args.shape,
-                            real_images=args.real_images, batch_size=args.batch_size,
-                            backbone_only=args.backbone_only, warmup=args.warmup,
-                            iters=args.iters, threads=args.threads, device=args.device,
-                            deploy=args.deploy, channels_last=args.channels_last,
-                            fp16=args.fp16, profile=args.profile,
-                            profile_iters=args.profile_iters)
-    except (ValueError, FileNotFoundError) as err:  # bad setting, too few or missing test images
+        res = run_benchmark(args.config, settings, args.checkpoint, args.cfg_options)
+    except (ValueError, FileNotFoundError) as err:  # too few or missing test images, no scale
         raise SystemExit(f'error: {err}') from None
     print(format_table(res))
     if args.out:

@@ -1,5 +1,5 @@
 """Accuracy vs speed of several work dirs: Markdown table + mAP-vs-FPS (Pareto front) and
-MACs-vs-latency plots; see ``mmlightbb/utils/compare.py`` for where each number comes from.
+MACs-vs-latency plots; see ``mmlightbb/analysis/compare.py`` for where each number comes from.
 
     python tools/compare.py RUN_DIR [RUN_DIR ...] --out OUT_DIR [--metric pascal_voc/mAP]
         [--names NAME ...]
@@ -24,7 +24,7 @@ def parse_args():
 
 def main():
     args = parse_args()
-    from mmlightbb.utils.compare import run_compare
+    from mmlightbb.analysis.compare import run_compare
     try:
         result, paths = run_compare(args.run_dirs, args.out, args.names, args.metric)
     except (ValueError, FileNotFoundError) as err:

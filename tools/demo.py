@@ -4,11 +4,14 @@
         [--size 160] [--runs yolox_fasternet yolox_s_cspdarknet ...]
 
 ``make demo`` runs it with the defaults (about 20 minutes on 2 cores); see
-``mmlightbb/utils/demo.py`` for what each step does.
+``mmlightbb/analysis/pipeline.py`` for what each step does.
 """
 import argparse
+import os.path as osp
 
-from mmlightbb.utils.demo import DEMO_RUNS, run_demo
+from mmlightbb.analysis.pipeline import DEMO_RUNS, run_demo
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))  # DEMO_RUNS' configs are relative to it
 
 
 def parse_args():
@@ -34,7 +37,7 @@ def parse_args():
 
 def main():
     args = parse_args()
-    runs = [run for run in DEMO_RUNS if run[0] in args.runs]
+    runs = [(name, osp.join(REPO, config)) for name, config in DEMO_RUNS if name in args.runs]
     run_demo(args.work_dir, args.data, runs, args.epochs, args.size, args.num_train,
              args.num_val, args.bench_iters, args.threads)
 

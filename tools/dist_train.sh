@@ -9,6 +9,7 @@
 #   NNODES=2 NODE_RANK=0 MASTER_ADDR=10.0.0.1 PORT=29500 tools/dist_train.sh CONFIG 8   # node 0
 #   NNODES=2 NODE_RANK=1 MASTER_ADDR=10.0.0.1 PORT=29500 tools/dist_train.sh CONFIG 8   # node 1
 # The batch size in a config is per process: the total batch is NUM_PROCS x NNODES x batch_size.
+# The interpreter is $PYTHON when set (as `make PYTHON=...` exports it), else python3 from PATH.
 set -euo pipefail
 
 if [ "$#" -lt 2 ]; then
@@ -24,7 +25,7 @@ MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}
 TOOLS_DIR=$(cd "$(dirname "$0")" && pwd)
 
 PYTHONPATH="$TOOLS_DIR/..${PYTHONPATH:+:$PYTHONPATH}" \
-exec python -m torch.distributed.run \
+exec "${PYTHON:-python3}" -m torch.distributed.run \
     --nnodes="$NNODES" \
     --node_rank="$NODE_RANK" \
     --master_addr="$MASTER_ADDR" \

@@ -12,8 +12,8 @@ import time
 import torch
 
 import mmlightbb  # noqa: F401
+from mmlightbb.analysis.complexity import count_macs, count_params
 from mmlightbb.models.backbones import BACKBONES
-from mmlightbb.utils.complexity import count_macs, count_params
 
 
 def parse_args():

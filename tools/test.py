@@ -3,40 +3,30 @@
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out results.pkl] [--show-dir DIR]
 """
 import argparse
-import os
 import os.path as osp
 
-from mmengine.config import DictAction
 from mmengine.evaluator import DumpResults
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import mmlightbb  # noqa: F401  (registers backbones, datasets and the safe checkpoint loader)
 from mmlightbb.datasets.sonar import UnreadableImageError
-from mmlightbb.utils import CheckpointFormatError, UnsafeCheckpointError
-from mmlightbb.utils.config import load_config
-from mmlightbb.utils.model_check import ChannelMismatchError
+from mmlightbb.engine import CheckpointFormatError, UnsafeCheckpointError
+from mmlightbb.engine.config import add_runner_args, config_from_args
+from mmlightbb.models.neck_check import ChannelMismatchError
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description='Test (and evaluate) a detector')
     parser.add_argument('config', help='test config file path')
     parser.add_argument('checkpoint', help='checkpoint file')
-    parser.add_argument('--work-dir', help='the directory to save the evaluation metrics')
     parser.add_argument('--out', type=str,
                         help='dump predictions to a pickle file (.pkl) for offline evaluation')
     parser.add_argument('--show', action='store_true', help='show prediction results')
     parser.add_argument('--show-dir', help='directory (inside the work dir) to save drawn images')
     parser.add_argument('--wait-time', type=float, default=2, help='the interval of show (s)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override settings of the config, xxx=yyy format')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
-                        help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    add_runner_args(parser)
+    return parser.parse_args()
 
 
 def main():
@@ -45,12 +35,7 @@ def main():
         raise SystemExit(f'checkpoint not found: {args.checkpoint!r}')
     if args.out is not None and not args.out.endswith(('.pkl', '.pickle')):
         raise SystemExit(f'--out must be a .pkl/.pickle file, got {args.out!r}')
-    cfg = load_config(args.config, args.cfg_options)
-    cfg.launcher = args.launcher
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg = config_from_args(args)
     cfg.load_from = args.checkpoint
     if args.show or args.show_dir:
         hook = cfg.default_hooks.get('visualization')

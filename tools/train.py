@@ -9,29 +9,25 @@ loss stops the run with one ``error:`` line, and ``--launcher pytorch`` also run
 import argparse
 import datetime
 import logging
-import os
-import os.path as osp
 
 import torch
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
 from mmengine.logging import print_log
 from mmengine.registry import MODEL_WRAPPERS, RUNNERS
 from mmengine.runner import Runner
 from torch.nn.parallel import DistributedDataParallel
 
 import mmlightbb  # noqa: F401  (registers backbones, datasets, hooks and safe checkpoint I/O)
-from mmlightbb.engine import (NonFiniteLossError, find_resume_checkpoint,
-                              raise_if_weights_nonfinite)
 from mmlightbb.datasets.sonar import UnreadableImageError
-from mmlightbb.utils import CheckpointFormatError, UnsafeCheckpointError
-from mmlightbb.utils.config import load_config
-from mmlightbb.utils.model_check import ChannelMismatchError
+from mmlightbb.engine import (CheckpointFormatError, NonFiniteLossError, UnsafeCheckpointError,
+                              find_resume_checkpoint, raise_if_weights_nonfinite)
+from mmlightbb.engine.config import add_runner_args, config_from_args
+from mmlightbb.models.neck_check import ChannelMismatchError
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description='Train a detector')
     parser.add_argument('config', help='train config file path')
-    parser.add_argument('--work-dir', help='the dir to save logs and models')
     parser.add_argument('--amp', action='store_true', default=False,
                         help='enable automatic-mixed-precision training')
     parser.add_argument('--auto-scale-lr', action='store_true',
@@ -39,24 +35,12 @@ def parse_args():
     parser.add_argument('--resume', nargs='?', type=str, const='auto',
                         help='resume from the given checkpoint, or from the latest one in the work '
                         'dir when no path is given')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override settings of the config, xxx=yyy format')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
-                        help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    add_runner_args(parser)
+    return parser.parse_args()
 
 
 def build_train_config(args) -> Config:
-    cfg = load_config(args.config, args.cfg_options)
-    cfg.launcher = args.launcher
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg = config_from_args(args)
     if args.amp:
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.loss_scale = 'dynamic'

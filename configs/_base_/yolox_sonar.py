@@ -1,7 +1,7 @@
 # YOLOX-s recipe (mmdet) on a side-scan sonar dataset in COCO format:
 #   data/sonar/annotations/{train,val}.json + data/sonar/images/
 # Make one with `python tools/make_sonar_dataset.py --out data/sonar` (synthetic) or convert SCTD's
-# Pascal VOC folders with `python tools/voc2coco.py`. ~1000 images: the 100-epoch schedule;
+# Pascal VOC folders with `python tools/dataset_converters/voc2coco.py`. ~1000 images: the 100-epoch schedule;
 # evaluated with VOC-style mAP50 (area) -- what sonar papers report -- and COCO mAP.
 _base_ = './yolox_s_100e.py'
 

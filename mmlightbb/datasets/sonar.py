@@ -12,12 +12,11 @@ from mmdet.registry import DATASETS, TRANSFORMS
 from mmengine import fileio
 from mmengine.logging import print_log
 
-from .synthetic_sonar import CLASSES
-
 GET_DATA_HINT = (
     'Make the synthetic set there with `python tools/make_sonar_dataset.py --out {root}` '
     "(it writes annotations/train.json, annotations/val.json and images/), or convert SCTD "
-    '(Pascal VOC xml) to COCO json with `python tools/voc2coco.py data/SCTD --out-dir '
+    '(Pascal VOC xml) to COCO json with `python tools/dataset_converters/voc2coco.py data/SCTD '
+    '--out-dir '
     '{root}annotations` (see README, "Datasets"), or point data_root at your data.')
 
 
@@ -32,7 +31,8 @@ class SonarDataset(CocoDataset):
     dataset ("need at least one array to concatenate", mmdet#9610).
     """
 
-    METAINFO = dict(classes=CLASSES, palette=[(220, 20, 60), (0, 130, 255), (255, 190, 0)])
+    METAINFO = dict(classes=('shipwreck', 'aircraft', 'victim'),
+                    palette=[(220, 20, 60), (0, 130, 255), (255, 190, 0)])
 
     def load_data_list(self) -> List[dict]:
         self._check_paths()
@@ -71,7 +71,7 @@ class SonarDataset(CocoDataset):
                 f'{json_names} is one of the classes {classes}, so no annotation would be loaded. '
                 'Set metainfo=dict(classes=...) to the json\'s category names (exact spelling, '
                 'keep the trailing comma for one class) in every dataset of the config, or rename '
-                'the categories (tools/voc2coco.py --rename OLD=NEW).')
+                'the categories (tools/dataset_converters/voc2coco.py --rename OLD=NEW).')
         print_log(f'{type(self).__name__}: annotations of categories '
                   f'{[names[i] for i in sorted(dropped)]} in {self.ann_file!r} are not in the '
                   f'classes {classes} and are ignored.', logger='current', level=logging.WARNING)

@@ -37,7 +37,9 @@ from typing import List, Optional, Tuple
 import cv2
 import numpy as np
 
-CLASSES = ('shipwreck', 'aircraft', 'victim')
+from .sonar import SonarDataset
+
+CLASSES = SonarDataset.METAINFO['classes']  # the SCTD classes the sonar configs train on
 # Bump when the rendered images change, so that existing datasets are regenerated.
 GENERATOR_VERSION = 1
 

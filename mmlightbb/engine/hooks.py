@@ -14,23 +14,21 @@ import torch
 from mmdet.registry import HOOKS as MMDET_HOOKS
 from mmengine.dist import all_reduce, is_main_process
 from mmengine.hooks import CheckpointHook, Hook
-from mmengine.registry import HOOKS as MMENGINE_HOOKS
 
-from mmlightbb.utils.fileio import atomic_write
+from .fileio import atomic_write
 from .resume import CHECKPOINT_POINTER, last_complete_checkpoint
 
 __all__ = ['AtomicCheckpointHook', 'NonFiniteLossHook', 'NonFiniteLossError',
            'nonfinite_parameters', 'raise_if_weights_nonfinite']
 
 
-@MMENGINE_HOOKS.register_module(name='CheckpointHook', force=True)
 class AtomicCheckpointHook(CheckpointHook):
     """mmengine's ``CheckpointHook`` that never leaves the work dir without a loadable checkpoint.
 
-    Registered over the name ``CheckpointHook`` in mmengine's root registry, so every config
-    (mmdet's ``default_hooks.checkpoint`` included) gets it once ``mmlightbb`` is imported.
-    Checkpoint files themselves are written atomically by
-    :class:`mmlightbb.utils.fileio.AtomicLocalBackend`. mmengine 0.10.7 additionally
+    :mod:`mmlightbb.engine.patches` puts it under the name ``CheckpointHook`` in mmengine's root
+    registry, so every config (mmdet's ``default_hooks.checkpoint`` included) gets it once
+    ``mmlightbb`` is imported. Checkpoint files themselves are written atomically by
+    :class:`mmlightbb.engine.fileio.AtomicLocalBackend`. mmengine 0.10.7 additionally
 
     * deletes the oldest of ``max_keep_ckpts`` checkpoints *before* writing the new one: with
       ``max_keep_ckpts=1``, a kill while saving leaves no checkpoint at all;

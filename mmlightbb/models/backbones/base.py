@@ -18,8 +18,6 @@ from mmengine.runner.checkpoint import CheckpointLoader
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ...utils.model_check import install_backbone_neck_check
-
 NUM_OUTPUTS = 4  # stride 4, 8, 16 and 32
 # Keys under which training frameworks wrap a state_dict: mmengine/mmcv ('state_dict'),
 # official ConvNeXt/RepLKNet/DeiT-style trainers ('model'), DataParallel dumps ('module').
@@ -35,8 +33,6 @@ class BaseBackbone(BaseModule):
                  frozen_stages: int = -1, norm_eval: bool = False, with_cp: bool = False,
                  init_cfg=None):
         super().__init__(init_cfg=init_cfg)
-        # a detector that gets this backbone and a neck expecting other channels fails at build
-        install_backbone_neck_check()
         self.arch_name, self.arch = self.parse_arch(arch)
         self.in_channels = in_channels
         self.out_indices = self.check_out_indices(out_indices)

@@ -79,7 +79,7 @@ class ConvNeXt(BaseBackbone):
                 LayerNorm2d(channels[i], eps=1e-6),
                 nn.Conv2d(channels[i], channels[i + 1], kernel_size=2, stride=2)))
 
-        rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        rates = torch.linspace(0, drop_path_rate, sum(depths), device='cpu').tolist()
         self.stages = nn.ModuleList()
         for i, depth in enumerate(depths):
             first = sum(depths[:i])

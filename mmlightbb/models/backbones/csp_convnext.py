@@ -119,7 +119,8 @@ class CSPConvNeXt(BaseBackbone):
     Args:
         arch (str | dict): an arch name, or a dict with ``version`` ('v1' | 'e'), ``stem``
             ('patchify': 4x4/s4 conv + LN; 'va': one 4x4/s4 ConvBN; 'vb': three ConvBN, stride 2),
-            ``depths`` (4) and ``dims`` (5: the stem width, then the 4 stage outputs). Stage
+            ``depths`` (4), ``stem_channels`` (the stem's width) and ``channels`` (the 4 stage
+            widths; the official code's ``dims`` is ``[stem_channels, *channels]``). Stage
             strides follow from the stem so that the outputs are at strides 4/8/16/32.
         norm_cfg (dict): Norm of the ConvBN layers, E-ConvNeXt blocks and output norms.
         act_cfg (dict): Activation everywhere but in the ESE gates (GELU, as the original).
@@ -138,14 +139,14 @@ class CSPConvNeXt(BaseBackbone):
     cpu_channels_last = True
 
     arch_settings = {
-        'tiny': dict(version='v1', stem='patchify', depths=[3, 3, 9, 3],
-                     dims=[96, 96, 192, 384, 768]),
-        'e-mini': dict(version='e', stem='va', depths=[3, 3, 9, 3],
-                       dims=[48, 96, 192, 384, 768]),
-        'e-tiny': dict(version='e', stem='vb', depths=[3, 3, 9, 3],
-                       dims=[64, 128, 256, 512, 1024]),
-        'e-small': dict(version='e', stem='vb', depths=[3, 3, 27, 3],
-                        dims=[64, 128, 256, 512, 1024]),
+        'tiny': dict(version='v1', stem='patchify', depths=[3, 3, 9, 3], stem_channels=96,
+                     channels=[96, 192, 384, 768]),
+        'e-mini': dict(version='e', stem='va', depths=[3, 3, 9, 3], stem_channels=48,
+                       channels=[96, 192, 384, 768]),
+        'e-tiny': dict(version='e', stem='vb', depths=[3, 3, 9, 3], stem_channels=64,
+                       channels=[128, 256, 512, 1024]),
+        'e-small': dict(version='e', stem='vb', depths=[3, 3, 27, 3], stem_channels=64,
+                        channels=[128, 256, 512, 1024]),
     }
 
     def __init__(self, arch='e-tiny', in_channels: int = 3,
@@ -157,7 +158,8 @@ class CSPConvNeXt(BaseBackbone):
                  with_cp: bool = False, init_cfg=None):
         super().__init__(arch, in_channels, out_indices, frozen_stages, norm_eval, with_cp,
                          init_cfg)
-        version, stem, depths, dims = (self.arch[k] for k in ('version', 'stem', 'depths', 'dims'))
+        version, stem, depths = self.arch['version'], self.arch['stem'], self.arch['depths']
+        dims = [self.arch['stem_channels'], *self.arch['channels']]  # the official `dims`
         self._check_arch(version, stem, depths, dims)
         check_classifier_kwargs('CSPConvNeXt', drop_path_rate, num_classes)
         if version == 'e' and layer_scale_init_value is not None:
@@ -174,7 +176,7 @@ class CSPConvNeXt(BaseBackbone):
 
         self.Down_Conv = self._build_stem(stem, dims, norm_cfg, act_cfg)
         strides = [1, 2, 2, 2] if STEM_STRIDES[stem] == 4 else [2, 2, 2, 2]
-        rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        rates = torch.linspace(0, drop_path_rate, sum(depths), device='cpu').tolist()
         self.stages = nn.ModuleList([
             CSPStage(version, dims[i], dims[i + 1], strides[i],
                      rates[sum(depths[:i]):sum(depths[:i + 1])], layer_scale_init_value,
@@ -196,16 +198,17 @@ class CSPConvNeXt(BaseBackbone):
             raise ValueError(f"CSPConvNeXt: arch version must be 'v1' or 'e' and stem one of "
                              f'{sorted(STEM_STRIDES)}, got version={version!r}, stem={stem!r}')
         if len(depths) != 4 or len(dims) != 5:
-            raise ValueError(f'CSPConvNeXt: arch needs 4 depths and 5 dims (stem width + 4 stage '
-                             f'widths), got depths={depths}, dims={dims}')
+            raise ValueError(f'CSPConvNeXt: arch needs 4 depths and 4 channels (one per stage), '
+                             f'got depths={depths}, channels={dims[1:]}')
         mids = [(dims[i] + dims[i + 1]) // 2 for i in range(4)]
         if any(mid % 2 for mid in mids):
-            raise ValueError(f'CSPConvNeXt: every stage width (dims[i] + dims[i+1]) // 2 = {mids} '
-                             'must be even, since each CSP stage splits it into two halves.')
+            raise ValueError(f'CSPConvNeXt: every inner stage width (input + output) // 2 = {mids} '
+                             f'(stem_channels={dims[0]}, channels={dims[1:]}) must be even, since '
+                             'each CSP stage splits it into two halves.')
         if stem == 'patchify' and dims[0] != mids[0]:
             raise ValueError(f"CSPConvNeXt: the 'patchify' stem feeds stage 0 (stride 1) "
-                             f'directly, so dims[0] must equal (dims[0] + dims[1]) // 2; got '
-                             f'dims={dims}. Use dims[1] == dims[0] as in V1.')
+                             f'directly, so channels[0] must equal stem_channels; got '
+                             f'stem_channels={dims[0]}, channels={dims[1:]} (V1: 96 and 96).')
 
     def _build_stem(self, stem: str, dims: Sequence[int], norm_cfg: dict,
                     act_cfg: dict) -> nn.Sequential:

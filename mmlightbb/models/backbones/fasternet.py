@@ -13,7 +13,7 @@ from mmcv.cnn.bricks import DropPath
 from mmdet.registry import MODELS
 from torch import nn
 
-from ..layers import cpu_channels_last, fuse_conv_norm, nchw_outputs
+from ..layers import ConvBN, ConvBNSequential, conv_bn_layers, cpu_channels_last, nchw_outputs
 from .base import BaseBackbone
 
 _RELU = dict(type='ReLU', inplace=True)
@@ -40,19 +40,18 @@ class PartialConv(nn.Module):
 class MLPBlock(nn.Module):
     """``x + DropPath([layer_scale *] mlp(PConv(x)))`` with ``mlp`` = 1x1, BN, act, 1x1."""
 
-    def __init__(self, channels: int, n_div: int, mlp_ratio: float, drop_path: float,
+    def __init__(self, channels: int, n_div: int, mlp_ratio: float, drop_path_rate: float,
                  layer_scale_init_value: float, norm_cfg: dict, act_cfg: dict):
         super().__init__()
         hidden = int(channels * mlp_ratio)
-        self.mlp = nn.Sequential(
-            nn.Conv2d(channels, hidden, 1, bias=False),
-            build_norm_layer(norm_cfg, hidden)[1],
-            build_activation_layer(act_cfg),
+        # keys mlp.0 (conv), mlp.1 (BN), mlp.3 (conv); switch_to_deploy folds mlp.1 into mlp.0
+        self.mlp = ConvBNSequential(
+            *conv_bn_layers(channels, hidden, 1, norm_cfg=norm_cfg, act_cfg=act_cfg),
             nn.Conv2d(hidden, channels, 1, bias=False))
         self.spatial_mixing = PartialConv(channels, n_div)  # after mlp: the official key order
         self.layer_scale = (nn.Parameter(torch.full((channels, ), float(layer_scale_init_value)))
                             if layer_scale_init_value > 0 else None)
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._runs_as_matmuls(x):
@@ -76,11 +75,10 @@ class MLPBlock(nn.Module):
         conv(x[:, :k]) + W[:, k:] @ x[:, k:]`` (``x[:, k:]`` is a strided view that BLAS reads in
         place), i.e. ``W @ cat(...)`` without writing the concatenated map; the second one adds
         its result onto the shortcut inside the GEMM (``addmm(x, ...)``). That saves the concat,
-        the residual pass and a bias pass, each a full read and write of a map, at every width
-        (12-17% per block for T0 to M shapes, 2 cores). Same MACs; equal to the module form up to
-        float summation order. (Splitting the pixels into L2-sized chunks was 2x faster still on
-        an idle machine but up to 6x slower on a loaded one, where every extra parallel region
-        waits for a descheduled thread, so the GEMMs run over the whole map.)
+        the residual pass and a bias pass, each a full read and write of a map. Same MACs; equal
+        to the module form up to float summation order. The GEMMs run over the whole map:
+        splitting the pixels into cache-sized chunks adds a parallel region per chunk, which
+        stalls whenever a thread is descheduled on a loaded machine.
         """
         n, c, h, w = x.shape
         k = self.spatial_mixing.conv_channels
@@ -94,59 +92,28 @@ class MLPBlock(nn.Module):
         out = torch.addmm(rows, hidden, project.weight.view(c, -1).t())
         return out.view(n, h, w, c).permute(0, 3, 1, 2)
 
-    def switch_to_deploy(self):
-        self.mlp[0], self.mlp[1] = fuse_conv_norm(self.mlp[0], self.mlp[1])
-
 
 class BasicStage(nn.Module):
 
-    def __init__(self, channels: int, depth: int, drop_paths: Sequence[float], **block_kwargs):
+    def __init__(self, channels: int, drop_path_rates: Sequence[float], **block_kwargs):
         super().__init__()
         self.blocks = nn.Sequential(
-            *[MLPBlock(channels, drop_path=drop_paths[i], **block_kwargs) for i in range(depth)])
+            *[MLPBlock(channels, drop_path_rate=rate, **block_kwargs) for rate in drop_path_rates])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.blocks(x)
-
-
-class PatchEmbed(nn.Module):
-    """Stem: non-overlapping 4x4/s4 conv + norm, no activation."""
-
-    def __init__(self, in_channels: int, channels: int, patch_size: int, norm_cfg: dict):
-        super().__init__()
-        self.proj = nn.Conv2d(in_channels, channels, patch_size, patch_size, bias=False)
-        self.norm = build_norm_layer(norm_cfg, channels)[1]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(self.proj(x))
-
-    def switch_to_deploy(self):
-        self.proj, self.norm = fuse_conv_norm(self.proj, self.norm)
-
-
-class PatchMerging(nn.Module):
-    """Downsampling: non-overlapping 2x2/s2 conv doubling the channels + norm, no activation."""
-
-    def __init__(self, channels: int, norm_cfg: dict):
-        super().__init__()
-        self.reduction = nn.Conv2d(channels, 2 * channels, 2, 2, bias=False)
-        self.norm = build_norm_layer(norm_cfg, 2 * channels)[1]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(self.reduction(x))
-
-    def switch_to_deploy(self):
-        self.reduction, self.norm = fuse_conv_norm(self.reduction, self.norm)
 
 
 @MODELS.register_module()
 class FasterNet(BaseBackbone):
     """FasterNet backbone (T0/T1/T2/S/M/L) returning the stride 4/8/16/32 maps.
 
-    Layout as the official detection model (``fork_feat=True``): ``patch_embed``, a flat
-    ``stages.0..6`` (BasicStages at 0/2/4/6, PatchMerging at 1/3/5) and a new BatchNorm per output
-    (``norm0/2/4/6``). Loading an official ImageNet checkpoint therefore reports exactly those norms
-    missing and the classification head (``avgpool_pre_head.1``, ``head``) unexpected.
+    Layout as the official detection model (``fork_feat=True``): ``patch_embed`` (4x4/s4 conv
+    ``proj`` + ``norm``), a flat ``stages.0..6`` (BasicStages at 0/2/4/6; the official PatchMerging
+    at 1/3/5: 2x2/s2 conv ``reduction`` + ``norm``) and a new BatchNorm per output
+    (``norm0/2/4/6``). Loading an official ImageNet checkpoint therefore reports exactly those
+    output norms missing and the classification head (``avgpool_pre_head.1``, ``head``)
+    unexpected. The stem and merging layers are :class:`ConvBN` with the official child names.
     ``frozen_stages`` leaves the output norms trainable: with ImageNet weights they are new layers.
 
     CPU inference runs on channels_last maps (``cpu_channels_last``, see
@@ -155,7 +122,9 @@ class FasterNet(BaseBackbone):
     are NCHW-contiguous either way.
 
     Args:
-        arch: 't0', 't1', 't2', 's', 'm', 'l' or a dict with the keys of ``arch_settings``.
+        arch: 't0', 't1', 't2', 's', 'm', 'l' or a dict with the keys of ``arch_settings``
+            (``channels``: the 4 stage widths; the official archs double a base width per
+            stage, ``(e, 2e, 4e, 8e)``).
         act_cfg: activation of the MLPs and the head; None takes the arch's (GELU for t0/t1,
             ReLU otherwise, as released).
         drop_path_rate: stochastic depth, linear over all blocks; None takes the arch's official
@@ -169,12 +138,18 @@ class FasterNet(BaseBackbone):
     """
     # drop_path_rate: official detection wrappers for s/m/l; cls yamls for t0/t1/t2 (no det wrapper)
     arch_settings = {
-        't0': dict(embed_dims=40, depths=(1, 2, 8, 2), act_cfg=_GELU, drop_path_rate=0.0),
-        't1': dict(embed_dims=64, depths=(1, 2, 8, 2), act_cfg=_GELU, drop_path_rate=0.02),
-        't2': dict(embed_dims=96, depths=(1, 2, 8, 2), act_cfg=_RELU, drop_path_rate=0.05),
-        's': dict(embed_dims=128, depths=(1, 2, 13, 2), act_cfg=_RELU, drop_path_rate=0.15),
-        'm': dict(embed_dims=144, depths=(3, 4, 18, 3), act_cfg=_RELU, drop_path_rate=0.2),
-        'l': dict(embed_dims=192, depths=(3, 4, 18, 3), act_cfg=_RELU, drop_path_rate=0.3),
+        't0': dict(channels=(40, 80, 160, 320), depths=(1, 2, 8, 2), act_cfg=_GELU,
+                   drop_path_rate=0.0),
+        't1': dict(channels=(64, 128, 256, 512), depths=(1, 2, 8, 2), act_cfg=_GELU,
+                   drop_path_rate=0.02),
+        't2': dict(channels=(96, 192, 384, 768), depths=(1, 2, 8, 2), act_cfg=_RELU,
+                   drop_path_rate=0.05),
+        's': dict(channels=(128, 256, 512, 1024), depths=(1, 2, 13, 2), act_cfg=_RELU,
+                  drop_path_rate=0.15),
+        'm': dict(channels=(144, 288, 576, 1152), depths=(3, 4, 18, 3), act_cfg=_RELU,
+                  drop_path_rate=0.2),
+        'l': dict(channels=(192, 384, 768, 1536), depths=(3, 4, 18, 3), act_cfg=_RELU,
+                  drop_path_rate=0.3),
     }
 
     cpu_channels_last = True
@@ -198,22 +173,24 @@ class FasterNet(BaseBackbone):
                  init_cfg=None):
         super().__init__(arch, in_channels, out_indices, frozen_stages, norm_eval, with_cp,
                          init_cfg)
-        embed_dims, depths = self.arch['embed_dims'], tuple(self.arch['depths'])
+        channels, depths = self.arch['channels'], self.arch['depths']
         act_cfg = self.arch['act_cfg'] if act_cfg is None else act_cfg
         drop_path_rate = self.arch['drop_path_rate'] if drop_path_rate is None else drop_path_rate
-        self._check_args(embed_dims, depths, drop_path_rate, n_div, mlp_ratio,
+        self._check_args(channels, depths, drop_path_rate, n_div, mlp_ratio,
                          layer_scale_init_value, num_classes, feature_dim)
-        self.stage_channels = [embed_dims * 2**i for i in range(4)]
+        self.stage_channels = list(channels)
         self.num_classes = num_classes
 
-        self.patch_embed = PatchEmbed(in_channels, embed_dims, 4, norm_cfg)
-        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        self.patch_embed = ConvBN(in_channels, channels[0], 4, 4, 0, norm_cfg=norm_cfg,
+                                  names=('proj', 'norm'))
+        rates = torch.linspace(0, drop_path_rate, sum(depths), device='cpu').tolist()
         layers = []
-        for i, (channels, depth) in enumerate(zip(self.stage_channels, depths)):
-            if i > 0:
-                layers.append(PatchMerging(channels // 2, norm_cfg))
+        for i, depth in enumerate(depths):
+            if i > 0:  # the official PatchMerging
+                layers.append(ConvBN(channels[i - 1], channels[i], 2, 2, 0, norm_cfg=norm_cfg,
+                                     names=('reduction', 'norm')))
             layers.append(BasicStage(
-                channels, depth, dpr[sum(depths[:i]):sum(depths[:i + 1])], n_div=n_div,
+                channels[i], rates[sum(depths[:i]):sum(depths[:i + 1])], n_div=n_div,
                 mlp_ratio=mlp_ratio, layer_scale_init_value=layer_scale_init_value,
                 norm_cfg=norm_cfg, act_cfg=act_cfg))
         self.stages = nn.Sequential(*layers)
@@ -231,18 +208,18 @@ class FasterNet(BaseBackbone):
                 build_activation_layer(act_cfg))
             self.head = nn.Linear(feature_dim, num_classes) if num_classes > 0 else nn.Identity()
 
-    def _check_args(self, embed_dims, depths, drop_path_rate, n_div, mlp_ratio,
+    def _check_args(self, channels, depths, drop_path_rate, n_div, mlp_ratio,
                     layer_scale_init_value, num_classes, feature_dim):
         name = f'{type(self).__name__}(arch={self.arch_name!r})'
-        if not isinstance(embed_dims, int) or embed_dims < 1:
-            raise ValueError(f'{name}: embed_dims must be a positive int, got {embed_dims!r}.')
-        if len(depths) != 4 or any(not isinstance(d, int) or d < 1 for d in depths):
-            raise ValueError(f'{name}: depths must be 4 positive ints (blocks per stage), '
-                             f'got {depths!r}.')
+        for key, values in (('channels', channels), ('depths', depths)):
+            if not isinstance(values, (list, tuple)) or len(values) != 4 or any(
+                    not isinstance(v, int) or v < 1 for v in values):
+                raise ValueError(f'{name}: {key} must be 4 positive ints (one per stage), got '
+                                 f'{values!r}.')
         if not 0 <= drop_path_rate < 1:
             raise ValueError(f'{name}: drop_path_rate must be in [0, 1), got {drop_path_rate!r}.')
-        if not isinstance(n_div, int) or not 1 <= n_div <= embed_dims:
-            raise ValueError(f'{name}: n_div={n_div!r} must be an int in 1..{embed_dims} (PConv '
+        if not isinstance(n_div, int) or not 1 <= n_div <= min(channels):
+            raise ValueError(f'{name}: n_div={n_div!r} must be an int in 1..{min(channels)} (PConv '
                              'convolves channels // n_div channels; the official value is 4).')
         if not mlp_ratio > 0:
             raise ValueError(f'{name}: mlp_ratio must be > 0 (official: 2), got {mlp_ratio!r}.')

@@ -16,12 +16,12 @@ from mmcv.cnn.bricks import DropPath
 from mmdet.registry import MODELS
 from torch import nn
 
-from ..layers.conv_bn import fuse_conv_norm
+from ..layers.conv_bn import ConvBN, ConvBNSequential, conv_bn_layers, fuse_conv_norm
 from ..layers.dynamic_conv import ROUTING_GATES, DynamicConv
 from .base import NUM_OUTPUTS, BaseBackbone
 
 # Per row of blocks: [dw kernel, expansion channels, output channels, SE ratio, stride] for each
-# block, before the width multiplier. A row is one ``blocks.i``; ``blocks.9`` (1x1 ConvBnAct to
+# block, before the width multiplier. A row is one ``blocks.i``; ``blocks.9`` (1x1 conv-BN-act to
 # the last expansion width) is appended after the rows.
 PARAMETERNET_600M_CFGS = [
     [[3, 16, 16, 0, 1]],
@@ -57,31 +57,15 @@ def make_divisible(value: float, divisor: int = 4) -> int:
 
 
 def build_conv(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
-               padding: int = 0, groups: int = 1, num_experts: int = 1,
+               padding: int = 0, groups: int = 1, bias: bool = False, num_experts: int = 1,
                routing: str = 'sigmoid') -> nn.Module:
-    """A bias-free conv: ``DynamicConv`` with ``num_experts`` experts, or a plain conv for 1."""
+    """A conv (bias-free in every official layer): ``DynamicConv`` with ``num_experts`` experts,
+    or a plain conv for 1."""
     if num_experts == 1:
         return nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, groups=groups,
-                         bias=False)
+                         bias=bias)
     return DynamicConv(in_channels, out_channels, kernel_size, stride, padding, groups=groups,
-                       num_experts=num_experts, routing=routing)
-
-
-def fuse_conv_bn(conv: nn.Module, bn: nn.Module) -> nn.Module:
-    """``conv`` followed by eval-mode ``bn`` as one module: experts rescaled in place for a
-    ``DynamicConv`` (plus a static bias), a new biased ``nn.Conv2d`` otherwise."""
-    if isinstance(conv, DynamicConv):
-        conv.fold_bn(bn)
-        return conv
-    return fuse_conv_norm(conv, bn)[0]
-
-
-def fuse_sequential(seq: nn.Sequential, conv_index: int = 0) -> None:
-    """Fold ``seq[conv_index + 1]`` (a BN) into ``seq[conv_index]``; keeps the indices (keys)."""
-    if isinstance(seq[conv_index + 1], nn.Identity):
-        return
-    seq[conv_index] = fuse_conv_bn(seq[conv_index], seq[conv_index + 1])
-    seq[conv_index + 1] = nn.Identity()
+                       bias=bias, num_experts=num_experts, routing=routing)
 
 
 class SqueezeExcite(nn.Module):
@@ -108,24 +92,16 @@ class GhostModule(nn.Module):
         super().__init__()
         self.out_channels = out_channels
         init_channels = math.ceil(out_channels / 2)
-
-        def act():
-            return build_activation_layer(act_cfg) if act_cfg else nn.Identity()
-
-        self.primary_conv = nn.Sequential(
-            conv_layer(in_channels, init_channels, 1),
-            build_norm_layer(norm_cfg, init_channels)[1], act())
-        self.cheap_operation = nn.Sequential(
-            conv_layer(init_channels, init_channels, 3, padding=1, groups=init_channels),
-            build_norm_layer(norm_cfg, init_channels)[1], act())
+        self.primary_conv = ConvBNSequential(*conv_bn_layers(
+            in_channels, init_channels, 1, norm_cfg=norm_cfg, act_cfg=act_cfg,
+            conv_layer=conv_layer))
+        self.cheap_operation = ConvBNSequential(*conv_bn_layers(
+            init_channels, init_channels, 3, groups=init_channels, norm_cfg=norm_cfg,
+            act_cfg=act_cfg, conv_layer=conv_layer))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x1 = self.primary_conv(x)
         return torch.cat([x1, self.cheap_operation(x1)], dim=1)[:, :self.out_channels]
-
-    def switch_to_deploy(self):
-        fuse_sequential(self.primary_conv)
-        fuse_sequential(self.cheap_operation)
 
 
 class GhostBottleneck(nn.Module):
@@ -150,13 +126,12 @@ class GhostBottleneck(nn.Module):
         self.ghost2 = GhostModule(mid_channels, out_channels, conv_layer, norm_cfg, None)
         if in_channels == out_channels and stride == 1:
             self.shortcut = nn.Sequential()
-        else:
-            self.shortcut = nn.Sequential(
-                conv_layer(in_channels, in_channels, kernel_size, stride, (kernel_size - 1) // 2,
-                           groups=in_channels),
-                build_norm_layer(norm_cfg, in_channels)[1],
-                conv_layer(in_channels, out_channels, 1),
-                build_norm_layer(norm_cfg, out_channels)[1])
+        else:  # dw k x k + BN, then 1x1 + BN: keys shortcut.0..3
+            self.shortcut = ConvBNSequential(
+                *conv_bn_layers(in_channels, in_channels, kernel_size, stride, groups=in_channels,
+                                norm_cfg=norm_cfg, conv_layer=conv_layer),
+                *conv_bn_layers(in_channels, out_channels, 1, norm_cfg=norm_cfg,
+                                conv_layer=conv_layer))
         self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -169,31 +144,8 @@ class GhostBottleneck(nn.Module):
         return self.shortcut(x) + self.drop_path(y)
 
     def switch_to_deploy(self):
-        if self.conv_dw is not None and not isinstance(self.bn_dw, nn.Identity):
-            self.conv_dw = fuse_conv_bn(self.conv_dw, self.bn_dw)
-            self.bn_dw = nn.Identity()
-        if len(self.shortcut):
-            fuse_sequential(self.shortcut, 0)
-            fuse_sequential(self.shortcut, 2)
-
-
-class ConvBnAct(nn.Module):
-    """``blocks.9.0``: 1x1 ``conv`` -> ``bn1`` -> ``act1``."""
-
-    def __init__(self, in_channels: int, out_channels: int, conv_layer: Callable, norm_cfg: dict,
-                 act_cfg: dict):
-        super().__init__()
-        self.conv = conv_layer(in_channels, out_channels, 1)
-        self.bn1 = build_norm_layer(norm_cfg, out_channels)[1]
-        self.act1 = build_activation_layer(act_cfg)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act1(self.bn1(self.conv(x)))
-
-    def switch_to_deploy(self):
-        if not isinstance(self.bn1, nn.Identity):
-            self.conv = fuse_conv_bn(self.conv, self.bn1)
-            self.bn1 = nn.Identity()
+        if self.conv_dw is not None:
+            self.conv_dw, self.bn_dw = fuse_conv_norm(self.conv_dw, self.bn_dw)
 
 
 @MODELS.register_module()
@@ -217,9 +169,9 @@ class ParameterNet(BaseBackbone):
     the default) uses sigmoid, so softmax is a different model. Routing pools the WHOLE input
     map, so mmdet's zero padding to a multiple of 32 slightly changes the routing. Each of the 88
     dynamic convs adds 4 small ops (pool, routing, gate, kernel mix), so at batch 1 on a GPU the
-    model is launch-bound at about 2x the twin's latency. On CPU its 44 dynamic 1x1 convs run
-    as batched matmuls (:class:`DynamicConv`), which puts the deployed model at about the twin's
-    latency at 640x640 (2 threads) and keeps the per-image cost at batch 8 below batch 1's.
+    model is launch-bound and slower than the twin. On CPU its 44 dynamic 1x1 convs run as
+    batched matmuls (:class:`DynamicConv`) and large batches run image by image
+    (:meth:`_runs_image_by_image`); ``benchmarks/speed_targets.py`` measures both against the twin.
 
     Outputs (strides 4/8/16/32) are the LAST block at each resolution: ``blocks.2``,
     ``blocks.4``, ``blocks.6`` and ``blocks.9`` (the final 1x1 conv), i.e. 44/76/212/1824 channels
@@ -297,7 +249,7 @@ class ParameterNet(BaseBackbone):
         self.bn1 = build_norm_layer(norm_cfg, stem_channels)[1]
         self.act1 = build_activation_layer(act_cfg)
 
-        drop_path_rates = torch.linspace(0, drop_path_rate, len(cfgs)).tolist()
+        drop_path_rates = torch.linspace(0, drop_path_rate, len(cfgs), device='cpu').tolist()
         channels = stem_channels
         rows, row_channels = [], []
         for row, rate in zip(cfgs, drop_path_rates):
@@ -312,8 +264,10 @@ class ParameterNet(BaseBackbone):
             row_channels.append(channels)
         final_channels = make_divisible(cfgs[-1][-1][1] * width, 4)
         if with_final_conv:
+            # timm's ConvBnAct: keys blocks.9.0.conv, blocks.9.0.bn1
             rows.append(nn.Sequential(
-                ConvBnAct(channels, final_channels, conv_layer, norm_cfg, act_cfg)))
+                ConvBN(channels, final_channels, 1, norm_cfg=norm_cfg, act_cfg=act_cfg,
+                       conv_layer=conv_layer, names=('conv', 'bn1'))))
             row_channels.append(final_channels)
             row_strides.append(32)
         self.blocks = nn.Sequential(*rows)
@@ -376,11 +330,10 @@ class ParameterNet(BaseBackbone):
         """CPU inference of a batch of large images runs them one at a time (exact: every
         image has its own routing and kernels, so a batch shares no GEMM anyway).
 
-        Measured at 640x640, 2 threads: batched, the per-image cost at batch 8 was 1.3x that at
-        batch 1 (211 vs 161 ms); the depthwise convs, Hardswish, concat and SE products are
-        memory-bound and one image's maps (up to 37 MB) stay in cache where eight do not,
-        while one image already keeps both cores busy. Small images stay batched, where the
-        per-call overhead of the 88 dynamic convs would dominate.
+        Batched, the per-image cost grows with the batch: the depthwise convs, Hardswish, concat
+        and SE products are memory-bound, and one large image's maps stay in cache where a
+        batch's do not. Small images stay batched, where the per-call overhead of the 88 dynamic
+        convs would dominate. ``benchmarks/speed_targets.py`` measures both on the machine at hand.
         """
         return (x.device.type == 'cpu' and not self.training and x.shape[0] > 1
                 and x.shape[2] * x.shape[3] >= self.IMAGE_BY_IMAGE_MIN_PIXELS)
@@ -388,8 +341,8 @@ class ParameterNet(BaseBackbone):
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         """ImageNet logits (official head: GAP, ``conv_head`` + act, dropout 0.2, linear)."""
         if self.num_classes is None:
-            raise RuntimeError(f'{type(self).__name__} was built without a head; pass '
-                               'num_classes=1000 to use classify().')
+            raise ValueError(f'{type(self).__name__} was built without a head; pass '
+                             'num_classes=1000 to use classify().')
         x = self._stem(x)
         for row in self.blocks:
             x = self._run_row(row, x)
@@ -399,9 +352,7 @@ class ParameterNet(BaseBackbone):
     def switch_to_deploy(self):
         """Fold every BN into the conv before it: into each expert's output-channel slice (and
         a static bias) after a ``DynamicConv``, into the weights of a plain conv otherwise."""
-        if not isinstance(self.bn1, nn.Identity):
-            self.conv_stem = fuse_conv_bn(self.conv_stem, self.bn1)
-            self.bn1 = nn.Identity()
+        self.conv_stem, self.bn1 = fuse_conv_norm(self.conv_stem, self.bn1)
         return super().switch_to_deploy()
 
     def init_weights(self):

@@ -21,18 +21,6 @@ from ..layers import (ConvBN, DepthwiseLargeKernelConv2d, bn_scale_shift, cpu_ch
 from .base import BaseBackbone
 
 
-class ConvBNAct(ConvBN):
-    """The official ``conv_bn_relu``: ConvBN whose activation child is named ``nonlinear``."""
-
-    def __init__(self, *args, act_cfg: dict, **kwargs):
-        super().__init__(*args, **kwargs)
-        del self.act
-        self.nonlinear = build_activation_layer(act_cfg)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.nonlinear(self.bn(self.conv(x)))
-
-
 class ReparamLargeKernelConv(nn.Module):
     """Depthwise KxK conv-BN (``lkb_origin``) plus an optional kxk conv-BN (``small_conv``).
 
@@ -41,12 +29,10 @@ class ReparamLargeKernelConv(nn.Module):
     that form directly.
 
     On CPU the input is made channels_last first (``cpu_channels_last``, also while training):
-    stock PyTorch runs a large depthwise kernel on NCHW 10-70x slower than oneDNN on
-    channels_last (31x31 on 1x128x56x56: 235 ms vs 3 ms, 2 cores), with the same result.
-    ``benchmarks/speed_targets.py`` also measures an exact FFT convolution per layer shape: on
-    an idle 2-core Xeon it was at most 1.2x faster (the largest maps, K >= 27) and on a loaded
-    one 1.3-10x slower, so the direct conv stays the only path.
-    On CUDA cuDNN prefers NCHW (2-10x faster on an H100), so the tensor stays as it is.
+    stock PyTorch runs a large depthwise kernel on NCHW far slower than oneDNN on channels_last,
+    with the same result. ``benchmarks/speed_targets.py`` measures both, and an exact FFT
+    convolution per layer shape, which was not reliably faster than the direct conv, so the
+    direct conv stays the only path. On CUDA cuDNN prefers NCHW, so the tensor stays as it is.
     """
     cpu_channels_last = True
 
@@ -87,7 +73,7 @@ class ReparamLargeKernelConv(nn.Module):
             bias = bias + small_bias
         channels = weight.shape[0]
         # padding from K, not copied from the old conv: copying breaks with the official iGEMM
-        # conv, whose padding attribute is 0 (RepLKNet-pytorch #48)
+        # conv, whose padding attribute is 0
         self.lkb_reparam = DepthwiseLargeKernelConv2d(channels, self.kernel_size,
                                                       bias=True).to(weight)
         self.lkb_reparam.weight.copy_(weight)
@@ -116,17 +102,17 @@ class RepLKBlock(nn.Module):
     """``x + DropPath(pw2(ReLU(large_kernel(pw1(prelkb_bn(x))))))``, pw1 with ReLU, pw2 without."""
 
     def __init__(self, channels: int, dw_channels: int, kernel_size: int,
-                 small_kernel: Optional[int], drop_path: float, norm_cfg: dict, act_cfg: dict,
+                 small_kernel: Optional[int], drop_path_rate: float, norm_cfg: dict, act_cfg: dict,
                  small_kernel_merged: bool = False):
         super().__init__()
         # registration order as official, so state_dict() lists the keys in the same order
-        self.pw1 = ConvBNAct(channels, dw_channels, 1, norm_cfg=norm_cfg, act_cfg=act_cfg)
+        self.pw1 = ConvBN(channels, dw_channels, 1, norm_cfg=norm_cfg, act_cfg=act_cfg)
         self.pw2 = ConvBN(dw_channels, channels, 1, norm_cfg=norm_cfg)
         self.large_kernel = ReparamLargeKernelConv(dw_channels, kernel_size, small_kernel,
                                                    norm_cfg, small_kernel_merged)
         self.lk_nonlinear = build_activation_layer(act_cfg)
         self.prelkb_bn = build_norm_layer(norm_cfg, channels)[1]
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.lk_nonlinear(self.large_kernel(self.pw1(self.prelkb_bn(x))))
@@ -139,9 +125,9 @@ class RepLKBlock(nn.Module):
 class ConvFFN(nn.Module):
     """``x + DropPath(pw2(GELU(pw1(preffn_bn(x)))))`` with 1x1 conv-BNs (``pw1`` widens)."""
 
-    def __init__(self, channels: int, hidden_channels: int, drop_path: float, norm_cfg: dict):
+    def __init__(self, channels: int, hidden_channels: int, drop_path_rate: float, norm_cfg: dict):
         super().__init__()
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
         self.preffn_bn = build_norm_layer(norm_cfg, channels)[1]
         self.pw1 = ConvBN(channels, hidden_channels, 1, norm_cfg=norm_cfg)
         self.pw2 = ConvBN(hidden_channels, channels, 1, norm_cfg=norm_cfg)
@@ -158,20 +144,20 @@ class RepLKNetStage(nn.Module):
     """``blocks`` (RepLKBlock, ConvFFN interleaved) and ``norm``, the output norm.
 
     A container: the backbone runs the blocks one by one (each may be checkpointed) and applies
-    ``norm`` (Identity unless ``norm_intermediate_features``) to the returned map only.
+    ``norm`` (Identity unless ``norm_output``) to the returned map only.
     """
 
-    def __init__(self, channels: int, kernel_size: int, drop_paths: List[float],
-                 small_kernel: Optional[int], dw_ratio: float, ffn_ratio: float, norm_cfg: dict,
-                 act_cfg: dict, small_kernel_merged: bool, out_norm: bool):
+    def __init__(self, channels: int, kernel_size: int, drop_path_rates: List[float],
+                 small_kernel: Optional[int], dw_ratio: float, mlp_ratio: float, norm_cfg: dict,
+                 act_cfg: dict, small_kernel_merged: bool, norm_output: bool):
         super().__init__()
         blocks = []
-        for rate in drop_paths:  # a RepLK block and its ConvFFN share the rate
+        for rate in drop_path_rates:  # a RepLK block and its ConvFFN share the rate
             blocks.append(RepLKBlock(channels, int(channels * dw_ratio), kernel_size, small_kernel,
                                      rate, norm_cfg, act_cfg, small_kernel_merged))
-            blocks.append(ConvFFN(channels, int(channels * ffn_ratio), rate, norm_cfg))
+            blocks.append(ConvFFN(channels, int(channels * mlp_ratio), rate, norm_cfg))
         self.blocks = nn.ModuleList(blocks)
-        self.norm = build_norm_layer(norm_cfg, channels)[1] if out_norm else nn.Identity()
+        self.norm = build_norm_layer(norm_cfg, channels)[1] if norm_output else nn.Identity()
 
 
 def _structural_form(state_dict: Dict[str, torch.Tensor]) -> Optional[str]:
@@ -203,9 +189,11 @@ class RepLKNet(BaseBackbone):
             arch's (5 for 31B/31L, None for XL).
         dw_ratio: width of the large-kernel branch relative to the stage; None takes the arch's
             (1 for 31B/31L, 1.5 for XL).
-        ffn_ratio: hidden width of the ConvFFNs relative to the stage.
-        norm_intermediate_features: a BN on each returned map (``stages.i.norm``); None means the
-            official detection setting: on for XL, off for 31B/31L and for classification.
+        mlp_ratio: hidden width of the ConvFFNs relative to the stage (the official
+            ``ffn_ratio``).
+        norm_output: a BN on each returned map (``stages.i.norm``; the official
+            ``norm_intermediate_features``); None means the official detection setting: on for
+            XL, off for 31B/31L and for classification.
         num_classes: an int also builds the classifier (``norm``, ``head``) for :meth:`classify`.
         small_kernel_merged: build the official deploy form (``lkb_reparam`` instead of
             ``lkb_origin``/``small_conv``, all other BNs kept) to load a checkpoint saved in it.
@@ -221,11 +209,11 @@ class RepLKNet(BaseBackbone):
     """
     cpu_channels_last = True
     arch_settings = {
-        '31B': dict(large_kernel_sizes=[31, 29, 27, 13], layers=[2, 2, 18, 2],
+        '31B': dict(large_kernel_sizes=[31, 29, 27, 13], depths=[2, 2, 18, 2],
                     channels=[128, 256, 512, 1024], small_kernel=5, dw_ratio=1.0),
-        '31L': dict(large_kernel_sizes=[31, 29, 27, 13], layers=[2, 2, 18, 2],
+        '31L': dict(large_kernel_sizes=[31, 29, 27, 13], depths=[2, 2, 18, 2],
                     channels=[192, 384, 768, 1536], small_kernel=5, dw_ratio=1.0),
-        'XL': dict(large_kernel_sizes=[27, 27, 27, 13], layers=[2, 2, 18, 2],
+        'XL': dict(large_kernel_sizes=[27, 27, 27, 13], depths=[2, 2, 18, 2],
                    channels=[256, 512, 1024, 2048], small_kernel=None, dw_ratio=1.5),
     }
 
@@ -240,8 +228,8 @@ class RepLKNet(BaseBackbone):
                  drop_path_rate: float = 0.3,
                  small_kernel: Union[int, None, str] = 'arch',
                  dw_ratio: Optional[float] = None,
-                 ffn_ratio: float = 4,
-                 norm_intermediate_features: Optional[bool] = None,
+                 mlp_ratio: float = 4,
+                 norm_output: Optional[bool] = None,
                  num_classes: Optional[int] = None,
                  small_kernel_merged: bool = False,
                  deploy: bool = False,
@@ -250,38 +238,38 @@ class RepLKNet(BaseBackbone):
         super().__init__(arch, in_channels, out_indices, frozen_stages, norm_eval, with_cp,
                          init_cfg)
         kernels = list(self.arch['large_kernel_sizes'])
-        layers = list(self.arch['layers'])
+        depths = list(self.arch['depths'])
         channels = list(self.arch['channels'])
         small_kernel = self.arch['small_kernel'] if small_kernel == 'arch' else small_kernel
         dw_ratio = self.arch['dw_ratio'] if dw_ratio is None else dw_ratio
-        if norm_intermediate_features is None:
-            norm_intermediate_features = self.arch_name == 'XL' and num_classes is None
-        self._check_args(kernels, layers, channels, small_kernel, dw_ratio, ffn_ratio,
+        if norm_output is None:
+            norm_output = self.arch_name == 'XL' and num_classes is None
+        self._check_args(kernels, depths, channels, small_kernel, dw_ratio, mlp_ratio,
                          drop_path_rate, num_classes, norm_cfg)
         self.stage_channels = channels
         self.num_classes = num_classes
-        self.norm_intermediate_features = norm_intermediate_features
+        self.norm_output = norm_output
 
         c0 = channels[0]
         self.stem = nn.ModuleList([
-            ConvBNAct(in_channels, c0, 3, 2, norm_cfg=norm_cfg, act_cfg=act_cfg),
-            ConvBNAct(c0, c0, 3, 1, groups=c0, norm_cfg=norm_cfg, act_cfg=act_cfg),
-            ConvBNAct(c0, c0, 1, 1, norm_cfg=norm_cfg, act_cfg=act_cfg),
-            ConvBNAct(c0, c0, 3, 2, groups=c0, norm_cfg=norm_cfg, act_cfg=act_cfg)])
-        dpr = torch.linspace(0, drop_path_rate, sum(layers), device='cpu').tolist()
+            ConvBN(in_channels, c0, 3, 2, norm_cfg=norm_cfg, act_cfg=act_cfg),
+            ConvBN(c0, c0, 3, 1, groups=c0, norm_cfg=norm_cfg, act_cfg=act_cfg),
+            ConvBN(c0, c0, 1, 1, norm_cfg=norm_cfg, act_cfg=act_cfg),
+            ConvBN(c0, c0, 3, 2, groups=c0, norm_cfg=norm_cfg, act_cfg=act_cfg)])
+        rates = torch.linspace(0, drop_path_rate, sum(depths), device='cpu').tolist()
         self.stages = nn.ModuleList()
         self.transitions = nn.ModuleList()
         for i, (c, kernel) in enumerate(zip(channels, kernels)):
             self.stages.append(RepLKNetStage(
-                c, kernel, dpr[sum(layers[:i]):sum(layers[:i + 1])], small_kernel, dw_ratio,
-                ffn_ratio, norm_cfg, act_cfg, small_kernel_merged or deploy,
+                c, kernel, rates[sum(depths[:i]):sum(depths[:i + 1])], small_kernel, dw_ratio,
+                mlp_ratio, norm_cfg, act_cfg, small_kernel_merged or deploy,
                 # only returned maps get a norm: an unused one would idle under DDP
-                out_norm=norm_intermediate_features and i in self.out_indices))
+                norm_output=norm_output and i in self.out_indices))
             if i < 3:
                 c_next = channels[i + 1]
                 self.transitions.append(nn.Sequential(
-                    ConvBNAct(c, c_next, 1, norm_cfg=norm_cfg, act_cfg=act_cfg),
-                    ConvBNAct(c_next, c_next, 3, 2, groups=c_next, norm_cfg=norm_cfg,
+                    ConvBN(c, c_next, 1, norm_cfg=norm_cfg, act_cfg=act_cfg),
+                    ConvBN(c_next, c_next, 3, 2, groups=c_next, norm_cfg=norm_cfg,
                               act_cfg=act_cfg)))
         if num_classes is not None:
             self.norm = build_norm_layer(norm_cfg, channels[3])[1]
@@ -289,10 +277,10 @@ class RepLKNet(BaseBackbone):
         if deploy:
             self.switch_to_deploy()
 
-    def _check_args(self, kernels, layers, channels, small_kernel, dw_ratio, ffn_ratio,
+    def _check_args(self, kernels, depths, channels, small_kernel, dw_ratio, mlp_ratio,
                     drop_path_rate, num_classes, norm_cfg):
         name = f'{type(self).__name__}(arch={self.arch_name!r})'
-        for key, values in (('large_kernel_sizes', kernels), ('layers', layers),
+        for key, values in (('large_kernel_sizes', kernels), ('depths', depths),
                             ('channels', channels)):
             if len(values) != 4 or any(not isinstance(v, int) or v < 1 for v in values):
                 raise ValueError(f'{name}: {key} must be 4 positive ints (one per stage), got '
@@ -309,8 +297,8 @@ class RepLKNet(BaseBackbone):
         if not isinstance(dw_ratio, (int, float)) or any(int(c * dw_ratio) < 1 for c in channels):
             raise ValueError(f'{name}: dw_ratio must be > 0 (official: 1, 1.5 for XL), got '
                              f'{dw_ratio!r}.')
-        if not isinstance(ffn_ratio, (int, float)) or any(int(c * ffn_ratio) < 1 for c in channels):
-            raise ValueError(f'{name}: ffn_ratio must be > 0 (official: 4), got {ffn_ratio!r}.')
+        if not isinstance(mlp_ratio, (int, float)) or any(int(c * mlp_ratio) < 1 for c in channels):
+            raise ValueError(f'{name}: mlp_ratio must be > 0 (official: 4), got {mlp_ratio!r}.')
         if not 0 <= drop_path_rate < 1:
             raise ValueError(f'{name}: drop_path_rate must be in [0, 1), got {drop_path_rate!r}.')
         if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):
@@ -330,8 +318,9 @@ class RepLKNet(BaseBackbone):
             modules.insert(0, self.transitions[index - 2])
         return modules
 
-    def _stage_maps(self, x: torch.Tensor, last_stage: int) -> List[torch.Tensor]:
-        """The maps after stages 0..``last_stage`` (later stages would feed nothing)."""
+    def forward_stages(self, x: torch.Tensor, last_stage: int = 3) -> List[torch.Tensor]:
+        """The maps after stages 0..``last_stage`` (later stages would feed nothing), without
+        output norms."""
         self.check_input(x)
         x = self.stem[0](cpu_channels_last(x, self.cpu_channels_last and not self.training))
         for layer in self.stem[1:]:
@@ -346,7 +335,7 @@ class RepLKNet(BaseBackbone):
         return maps
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        maps = self._stage_maps(x, self.out_indices[-1])
+        maps = self.forward_stages(x, self.out_indices[-1])
         # CPU maps are channels_last; necks get plain NCHW ones
         return nchw_outputs([self.stages[i].norm(maps[i]) for i in self.out_indices])
 
@@ -355,7 +344,7 @@ class RepLKNet(BaseBackbone):
         if self.num_classes is None:
             raise ValueError(f'{type(self).__name__}.classify needs the classification head: '
                              'build the model with num_classes=1000 (or your class count).')
-        x = self._stage_maps(x, 3)[-1]
+        x = self.forward_stages(x)[-1]
         return self.head(torch.flatten(F.adaptive_avg_pool2d(self.norm(x), 1), 1))
 
     def convert_state_dict(self, state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:

@@ -112,8 +112,8 @@ class DynamicConv(nn.Module):
         if self.is_pointwise and x.is_contiguous():
             # 44 of the 88 dynamic convs of ParameterNet-600m. One batched matmul [C_out, C_in] @
             # [C_in, H*W] per sample: no kernel reorder (oneDNN re-packs a conv's weight on every
-            # call, and here the weight is new every call) and, at batch > 1, 1.5-3x faster than
-            # the grouped conv below (2 cores), so the per-image cost does not grow with the batch.
+            # call, and here the weight is new every call) and, at batch > 1, faster than the
+            # grouped conv below, so the per-image cost does not grow with the batch.
             out = torch.bmm(kernels.view(batch, experts.out_channels, -1), x.flatten(2))
             if self.bias is not None:
                 out = out.add_(self.bias.view(1, -1, 1))

@@ -1,11 +1,11 @@
 """Depthwise large-kernel convolution whose CPU training step is fast.
 
 On CPU, PyTorch computes the forward of a 31x31 depthwise conv quickly (oneDNN on channels_last) but
-its weight gradient slowly, in either memory format: for 4x256x32x32, 31x31, 2 threads, the weight
-gradient takes ~410 ms against 8 ms for the forward, and dominated RepLKNet's CPU training step.
-The same gradient is a correlation of the padded input with the output gradient, channel by channel
-and summed over the batch, i.e. one grouped conv with N*C groups whose "kernel" is the output
-gradient; that form runs ~20x faster (~22 ms) and is exact up to float summation order.
+its weight gradient slowly, in either memory format: many times the forward's cost, enough to
+dominate RepLKNet's CPU training step. The same gradient is a correlation of the padded input with
+the output gradient, channel by channel and summed over the batch, i.e. one grouped conv with N*C
+groups whose "kernel" is the output gradient; that form runs an order of magnitude faster and is
+exact up to float summation order.
 """
 from typing import Optional, Tuple
 

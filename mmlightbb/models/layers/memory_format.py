@@ -1,9 +1,8 @@
 """The memory format in which the backbones run on CPU, and the switch that restores plain NCHW.
 
-Measured on 2 cores (torch 2.13, oneDNN, fp32, batch 1; ``benchmarks/speed_targets.py`` prints the
-numbers of the machine it runs on): oneDNN convolutions are fastest on channels_last (NHWC) maps;
-its NCHW path reorders every map to a blocked layout and back, and its large depthwise kernels
-(>= 11) fall back to a slow reference loop (31x31 on 128x56x56: 628 ms NCHW vs 70 ms NHWC).
+On CPU (oneDNN, fp32; ``benchmarks/speed_targets.py`` measures it on the machine it runs on),
+convolutions are fastest on channels_last (NHWC) maps: the NCHW path reorders every map to a
+blocked layout and back, and large depthwise kernels (>= 11) fall back to a slow reference loop.
 ConvNeXt-style blocks also need NHWC for their LayerNorm/Linear, which would otherwise copy at
 every permute. So every backbone whose class sets ``cpu_channels_last = True`` turns its CPU input
 into channels_last once, keeps that layout through all its layers, and hands the neck NCHW-

@@ -1,16 +1,15 @@
 """Normalization layers that torch and mmcv lack."""
 import torch
 import torch.nn.functional as F
-from mmengine.registry import MODELS as MMENGINE_MODELS
 from torch import nn
 
 
-@MMENGINE_MODELS.register_module('LN2d', force=True)
 class LayerNorm2d(nn.LayerNorm):
     """LayerNorm over the channel dim of an NCHW tensor (ConvNeXt's ``channels_first`` LayerNorm).
 
     Same parameters (``weight``, ``bias``) as ``nn.LayerNorm(C)``, so official keys load as they are.
-    Registered as ``LN2d`` so ``build_norm_layer(dict(type='LN2d', eps=1e-6), C)`` works.
+    Named ``LN2d`` in mmengine's registry (:mod:`mmlightbb.engine.patches`), so
+    ``build_norm_layer(dict(type='LN2d', eps=1e-6), C)`` works.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,7 @@
 """Convert a Pascal VOC folder (e.g. SCTD) to COCO json, one file per split.
 
-    python tools/voc2coco.py data/SCTD [--out-dir data/SCTD/annotations] [--img-dir JPEGImages] \
+    python tools/dataset_converters/voc2coco.py data/SCTD [--out-dir data/SCTD/annotations] \
+        [--img-dir JPEGImages] \
         [--splits train val] [--classes shipwreck aircraft victim] [--rename ship=shipwreck]
 
 Splits come from ``ImageSets/Main/<split>.txt``; without split files every xml goes to

@@ -3,20 +3,25 @@
 On the synthetic side-scan sonar set (made if absent), each YOLOX config of ``DEMO_RUNS`` -- the
 five mmlightbb backbones and mmdet's CSPDarknet YOLOX-s -- is trained from scratch on the same short
 schedule (:func:`short_schedule_config`), tested (VOC mAP50, what sonar papers report) and
-benchmarked (whole ``test_step``, deployed, batch 1, at the training size). ``tools/compare.py``
+benchmarked (whole ``test_step``, deployed, batch 1, at the training size). :func:`run_compare`
 then writes the table and the mAP-vs-FPS and MACs-vs-latency plots. Everything runs in one process,
-so mmdet is imported once; each run's work dir is what ``tools/compare.py`` reads.
+so mmdet is imported once; each run's work dir is what ``tools/compare.py`` reads too.
 """
 import os.path as osp
-import subprocess
-import sys
 import time
 from typing import List, Optional, Sequence, Tuple
 
 import torch
+from mmengine.runner import Runner
 
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-# (run name, config): the shipped sonar configs, backbones at their default archs
+from ..datasets import make_sonar_dataset
+from ..engine import load_config
+from ..models.backbones import BACKBONES
+from .benchmark import benchmark, dump_json
+from .compare import run_compare
+
+# (run name, config path relative to the repository root, where tools/demo.py runs): the shipped
+# sonar configs, backbones at their default archs
 DEMO_RUNS: Tuple[Tuple[str, str], ...] = (
     ('yolox_convnext', 'configs/yolox_convnext.py'),
     ('yolox_cspconvnext', 'configs/yolox_cspconvnext.py'),
@@ -39,9 +44,7 @@ def short_schedule_config(config: str, data_root: str, work_dir: str, epochs: in
     8 epochs from scratch CSPConvNeXt-tiny reached VOC mAP50 0.000 with its 0.2 against 0.105
     without.
     """
-    from ..models.backbones import BACKBONES
-    from .config import load_config
-    cfg = load_config(config if osp.isabs(config) else osp.join(REPO, config), cfg_options)
+    cfg = load_config(config, cfg_options)
     if cfg.model.backbone.type in BACKBONES:
         cfg.model.backbone.drop_path_rate = 0.0
     data_root = osp.join(data_root, '')
@@ -107,10 +110,6 @@ def run_demo(work_dir: str = 'work_dirs/demo', data_root: str = 'data/sonar_synt
              num_train: int = 96, num_val: int = 48, bench_iters: int = 20, threads: int = 2,
              log=print) -> str:
     """Data (if absent) -> train + test + benchmark every run -> compare; returns the report dir."""
-    from mmengine.runner import Runner
-
-    from ..datasets import make_sonar_dataset
-    from .benchmark import benchmark, dump_json
     start = time.perf_counter()
     torch.set_num_threads(threads)
     data = make_sonar_dataset(data_root, num_train=num_train, num_val=num_val, size=size, seed=0)
@@ -130,15 +129,16 @@ def run_demo(work_dir: str = 'work_dirs/demo', data_root: str = 'data/sonar_synt
             f"{metrics['pascal_voc/mAP']:.3f}; benchmarking (test_step, deploy, batch 1, "
             f'{threads} threads)')
         model = getattr(runner.model, 'module', runner.model)
-        result = benchmark(model, (size, size), deploy=True, warmup=3, iters=bench_iters,
-                           threads=threads, config=config,
-                           checkpoint=osp.join(run_dir, f'epoch_{epochs}.pth'))
+        result = benchmark(model, shape=(size, size), deploy=True, warmup=3, iters=bench_iters,
+                           threads=threads, source=dict(
+                               config=config, checkpoint=osp.join(run_dir, f'epoch_{epochs}.pth')))
         dump_json(result, osp.join(run_dir, 'benchmark.json'))
         log(f"{_stamp(start)} [{i}/{len(runs)}] {name}: {result['latency_ms']['median']:.1f} ms, "
             f"{result['fps']:.1f} FPS")
         del runner, model
     report = osp.join(work_dir, 'report')
-    subprocess.run([sys.executable, osp.join(REPO, 'tools', 'compare.py'), *run_dirs, '--out',
-                    report], check=True)
+    _, paths = run_compare(run_dirs, report)
+    with open(paths['compare.md']) as f:
+        log(f.read().rstrip())
     log(f'{_stamp(start)} done: {report}/compare.md, map_vs_fps.png, macs_vs_latency.png')
     return report

@@ -14,10 +14,9 @@ import zipfile
 import numpy as np
 import torch
 from mmengine.logging.history_buffer import HistoryBuffer
-from mmengine.runner.checkpoint import CheckpointLoader
 
-__all__ = ['RUNNER_CHECKPOINT_GLOBALS', 'register_runner_checkpoint_globals', 'safe_load',
-           'UnsafeCheckpointError', 'CheckpointFormatError']
+__all__ = ['RUNNER_CHECKPOINT_GLOBALS', 'safe_load', 'load_from_local', 'UnsafeCheckpointError',
+           'CheckpointFormatError']
 
 
 class UnsafeCheckpointError(pickle.UnpicklingError):
@@ -55,11 +54,6 @@ def _history_buffer_statistic(obj, name):
 # getattr(HistoryBuffer, <statistic>) (served by the restricted stand-in above, never the builtin).
 RUNNER_CHECKPOINT_GLOBALS = _numpy_globals() + [
     HistoryBuffer, (_history_buffer_statistic, 'builtins.getattr')]
-
-
-def register_runner_checkpoint_globals():
-    """Put the globals of a Runner checkpoint on torch's ``weights_only`` allow-list (idempotent)."""
-    torch.serialization.add_safe_globals(RUNNER_CHECKPOINT_GLOBALS)
 
 
 def safe_load(filename, map_location='cpu'):
@@ -111,11 +105,11 @@ def _format_message(filename, err):
             f'corrupt or another kind of file ({detail.strip()}). Download or copy it again.')
 
 
-@CheckpointLoader.register_scheme(prefixes='', force=True)
 def load_from_local(filename, map_location):
     """mmengine's loader for local files, routed through :func:`safe_load`.
 
-    Registered over mmengine's own (``force=True``) so that ``load_from``, ``--resume``, ``init_cfg``
-    and ``tools/test.py`` all read checkpoints with ``weights_only=True`` and clear errors.
+    :mod:`mmlightbb.engine.patches` puts it in place of mmengine's own, so that ``load_from``,
+    ``--resume``, ``init_cfg`` and ``tools/test.py`` all read checkpoints with ``weights_only=True``
+    and clear errors.
     """
     return safe_load(os.path.expanduser(filename), map_location=map_location)

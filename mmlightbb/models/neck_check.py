@@ -8,21 +8,18 @@ both and the fix.
 
 It has to run however the detector is built: by our tools, by mmdet's own ``tools/train.py``
 (``Runner`` -> ``MODELS.build(cfg.model)``) or by user code. Every mmdet detector assigns
-``self.backbone`` and ``self.neck`` in ``__init__``, so :func:`install_backbone_neck_check` adds a
-torch module-registration hook (public API, called on every ``parent.name = submodule``) that
-runs the check the moment a module holds both. mmlightbb backbones install it when the first one
-is built, so processes that use none of them are untouched, and stock detector classes and
-mmengine's registries are left as they are. Backbones without an ``out_channels`` list (mmdet's
+``self.backbone`` and ``self.neck`` in ``__init__``, so :func:`on_submodule_registered` is a torch
+module-registration hook (public API, called on every ``parent.name = submodule``) that runs the
+check the moment a module holds both; :mod:`mmlightbb.engine.patches` installs it. Stock detector
+classes and mmengine's registries are left as they are. Backbones without an ``out_channels`` list (mmdet's
 own) and necks without an ``in_channels`` list are skipped.
 """
 from typing import List, Optional
 
+from mmdet.models.necks import ChannelMapper
 from torch import nn
 
-__all__ = ['ChannelMismatchError', 'check_backbone_neck_channels', 'install_backbone_neck_check']
-
-_hook_handle = None
-
+__all__ = ['ChannelMismatchError', 'check_backbone_neck_channels', 'on_submodule_registered']
 
 class ChannelMismatchError(ValueError):
     """A neck's ``in_channels`` differ from the channels its backbone returns."""
@@ -39,7 +36,6 @@ def neck_in_channels(neck: nn.Module) -> Optional[List[int]]:
 
     ``ChannelMapper`` keeps no ``in_channels`` attribute, so its convs are read.
     """
-    from mmdet.models.necks import ChannelMapper
     if isinstance(neck, ChannelMapper):
         return [m.conv.in_channels for m in neck.convs]
     return _channel_list(getattr(neck, 'in_channels', None))
@@ -81,7 +77,7 @@ def check_backbone_neck_channels(model: nn.Module) -> None:
     """Raise :class:`ChannelMismatchError` naming both lists when ``model.neck`` cannot take
     ``model.backbone``'s maps; do nothing when either is absent or does not state its channels.
 
-    The hook installed by :func:`install_backbone_neck_check` runs this on every assignment;
+    The hook :func:`on_submodule_registered` runs this on every assignment;
     call it directly for a model whose submodules were put in place without ``setattr``.
     """
     backbone = getattr(model, 'backbone', None)
@@ -90,7 +86,7 @@ def check_backbone_neck_channels(model: nn.Module) -> None:
         _check(backbone, neck, type(model).__name__)
 
 
-def _on_submodule_registered(parent: nn.Module, name: str, submodule) -> None:
+def on_submodule_registered(parent: nn.Module, name: str, submodule) -> None:
     if name not in ('backbone', 'neck') or not isinstance(submodule, nn.Module):
         return
     other = parent._modules.get('neck' if name == 'backbone' else 'backbone')
@@ -98,11 +94,3 @@ def _on_submodule_registered(parent: nn.Module, name: str, submodule) -> None:
         return
     backbone, neck = (submodule, other) if name == 'backbone' else (other, submodule)
     _check(backbone, neck, type(parent).__name__)
-
-
-def install_backbone_neck_check() -> None:
-    """Check every ``backbone``/``neck`` pair when it is assigned to a module (idempotent)."""
-    global _hook_handle
-    if _hook_handle is None:
-        _hook_handle = nn.modules.module.register_module_module_registration_hook(
-            _on_submodule_registered)

@@ -13,10 +13,9 @@ import tempfile
 from pathlib import Path
 from typing import Union
 
-from mmengine.fileio import LocalBackend, register_backend
-from mmengine.fileio import io as mmengine_io
+from mmengine.fileio import LocalBackend
 
-__all__ = ['atomic_write', 'AtomicLocalBackend', 'register_atomic_local_backend']
+__all__ = ['atomic_write', 'AtomicLocalBackend']
 
 
 def atomic_write(filepath: Union[str, Path], data: Union[bytes, str],
@@ -72,16 +71,3 @@ class AtomicLocalBackend(LocalBackend):
 
     def put_text(self, obj: str, filepath: Union[str, Path], encoding: str = 'utf-8') -> None:
         atomic_write(filepath, obj, encoding=encoding)
-
-
-def register_atomic_local_backend() -> None:
-    """Make :class:`AtomicLocalBackend` mmengine's backend for local paths (idempotent).
-
-    ``force=True`` replaces the 'local' name and the empty prefix (plain paths) that mmengine
-    registered for its own ``LocalBackend``. ``mmengine.fileio.put``/``dump`` reuse cached
-    singletons, so plain ``LocalBackend`` instances made before this call leave the cache.
-    """
-    register_backend('local', AtomicLocalBackend, force=True, prefixes='')
-    for key, backend in list(mmengine_io.backend_instances.items()):
-        if type(backend) is LocalBackend:
-            del mmengine_io.backend_instances[key]

@@ -1,0 +1,196 @@
+"""One benchmark run: deploy and check a copy of the model, time the chosen unit, count its cost."""
+import collections
+import contextlib
+import copy
+import dataclasses
+import itertools
+from typing import List, Optional
+
+import torch
+from torch import nn
+
+from ..complexity import count_macs, count_params
+from .inputs import (backbone_layout, build_detector, conv_input_layouts, count_bn, deploy_model,
+                     find_test_scale, in_channels_of, load_test_batches, make_batch, max_rel_diff)
+from .profile import profile_ops
+from .settings import BenchmarkSettings
+from .timing import cpu_name, matmul_peak_gflops, summarize, time_fn, versions
+
+__all__ = ['SCHEMA_VERSION', 'MACS_COUNTER', 'benchmark', 'run_benchmark']
+
+SCHEMA_VERSION = 1
+MACS_COUNTER = ('mmengine FlopAnalyzer, conv + linear layers of the backbone '
+                '(1 multiply-add = 1 MAC; FLOPs = 2 x MACs)')
+
+
+def _settings(settings: Optional[BenchmarkSettings], overrides: dict) -> BenchmarkSettings:
+    if settings is None:
+        return BenchmarkSettings(**overrides)
+    return dataclasses.replace(settings, **overrides) if overrides else settings
+
+
+def benchmark(model: nn.Module, settings: Optional[BenchmarkSettings] = None, *,
+              batches: Optional[List[dict]] = None, images_info: Optional[dict] = None,
+              source: Optional[dict] = None, return_model: bool = False, **overrides):
+    """Benchmark a built detector; returns the result dict (see the package doc).
+
+    ``settings`` (or keyword ``overrides`` of its fields, e.g. ``shape=(640, 640), deploy=True``)
+    say what is timed and how. ``model`` is not modified: a deep copy is (deployed,) moved and
+    timed. ``batches`` (test_step batches on CPU, e.g. from :func:`load_test_batches`, described by
+    ``images_info``) replace the synthetic batch: iteration i runs on ``batches[i % len]``.
+    ``source`` (config, checkpoint, cfg_options) is recorded in the settings of the result. With
+    ``return_model`` returns ``(results, timed_model)``. ``threads`` apply during the call only.
+    """
+    settings = _settings(settings, overrides)
+    if batches is None and settings.shape is None:
+        raise ValueError('shape is needed without batches: pass shape=(H, W)')
+    if batches is not None and not batches:
+        raise ValueError('batches is empty; pass at least one batch or none for a synthetic one')
+    threads_before = torch.get_num_threads()
+    if settings.threads is not None:
+        torch.set_num_threads(settings.threads)
+    try:
+        results, timed = _benchmark(model, settings, batches, images_info, source or {})
+    finally:
+        torch.set_num_threads(threads_before)  # the caller's setting is left as it was
+    return (results, timed) if return_model else results
+
+
+def _benchmark(model, s: BenchmarkSettings, batches, images_info, source):
+    threads_used = torch.get_num_threads()
+    model = model.eval()
+    if getattr(model, 'backbone', None) is None:
+        raise ValueError(f'{type(model).__name__} has no .backbone; pass a detector')
+    batch_size, device, fp16 = s.batch_size, s.device, s.fp16
+    mode = 'backbone_only' if s.backbone_only else 'test_step'
+    real = batches is not None
+    if not real:
+        batches = [make_batch(batch_size, s.shape, in_channels_of(model))]
+
+    # the backbone inputs, normalised by the model's own preprocessor (CPU, fp32); with real
+    # images the most frequent padded size stands for the input size (MACs, deploy check)
+    with torch.no_grad():
+        xs = [model.data_preprocessor(copy.copy(b), False)['inputs'].float() for b in batches]
+    sizes = collections.Counter(tuple(x.shape[-2:]) for x in xs)
+    shape = sizes.most_common(1)[0][0]
+    x = next(x for x in xs if tuple(x.shape[-2:]) == shape)
+    if real:
+        images_info = dict(images_info or {},
+                           batch_input_hw={f'{h}x{w}': n for (h, w), n in sizes.items()})
+
+    # --deploy: deploy a copy, check it against the original on the same input (CPU, fp32)
+    timed = copy.deepcopy(model)
+    deploy_check = None
+    if s.deploy:
+        timed = deploy_model(timed)
+        with torch.no_grad():
+            diff = max_rel_diff(model.backbone(x), timed.backbone(x))
+            neck_diff = None
+            if not s.backbone_only and getattr(model, 'neck', None) is not None:
+                neck_diff = max_rel_diff(model.extract_feat(x), timed.extract_feat(x))
+        deploy_check = dict(
+            max_rel_diff=diff, neck_max_rel_diff=neck_diff,
+            compared=('backbone outputs' + ('' if neck_diff is None else ' (and neck outputs)') +
+                      f' of the deployed vs the original model on one {x.shape[0]}x'
+                      f'{x.shape[1]}x{shape[0]}x{shape[1]} preprocessed input, fp32 CPU'))
+
+    # complexity of the timed model (CPU, fp32, before any memory-format / dtype change)
+    macs = count_macs(timed.backbone, (1, x.shape[1], shape[0], shape[1]), conv_linear_only=True)
+    params = dict(model=count_params(timed), backbone=count_params(timed.backbone))
+
+    # device, memory format, dtype
+    timed = timed.to(device)
+    memory_format = torch.channels_last if s.channels_last else torch.contiguous_format
+    if s.channels_last:
+        timed = timed.to(memory_format=torch.channels_last)
+    images = (f'{batch_size} real test image(s) per iteration (a different batch each time, '
+              'decoded and resized before timing)' if real else
+              f'{batch_size} uint8 {shape[0]}x{shape[1]} image(s)')
+    if s.backbone_only:
+        xins = [t.to(device).contiguous(memory_format=memory_format) for t in xs]
+        if fp16:
+            timed = timed.half()
+            xins = [t.half() for t in xins]
+        backbone, feed = timed.backbone, itertools.cycle(xins)
+        fn = lambda: backbone(next(feed))  # noqa: E731
+        unit = (f'model.backbone(x) on a {batch_size}x{x.shape[1]}x{shape[0]}x{shape[1]} '
+                f'{s.dtype} tensor already normalised and on {device}'
+                + (f' (the preprocessed {images})' if real else ''))
+    else:
+        if s.channels_last:  # the preprocessor stacks NCHW-contiguous; hand the backbone NHWC
+            timed.backbone.register_forward_pre_hook(
+                lambda mod, args: tuple(a.contiguous(memory_format=torch.channels_last)
+                                        if isinstance(a, torch.Tensor) and a.dim() == 4 else a
+                                        for a in args))
+        feed = itertools.cycle([dict(b, inputs=[t.to(device) for t in b['inputs']])
+                                for b in batches])
+
+        def fn():
+            if fp16:
+                with torch.autocast('cuda', dtype=torch.float16):
+                    return timed.test_step(dict(next(feed)))
+            return timed.test_step(dict(next(feed)))
+        unit = (f'model.test_step(batch) = data_preprocessor + backbone + neck + head + '
+                f'post-processing/NMS on {images} already on {device}'
+                + (' (fp16 autocast)' if fp16 else ''))
+
+    probe = xins[0] if s.backbone_only else x.to(device)  # as the preprocessor hands it over
+    with (torch.autocast('cuda', dtype=torch.float16) if fp16 and not s.backbone_only
+          else contextlib.nullcontext()):
+        layouts = conv_input_layouts(timed.backbone, probe)
+    samples = time_fn(fn, s.iters, s.warmup, device, s.progress)
+    latency, fps = summarize(samples, batch_size)
+    median_s = latency['median'] / 1000.0
+
+    peak = matmul_peak_gflops(device, s.peak_size)
+    profile = profile_ops(fn, s.profile_iters, device) if s.profile else None
+    achieved = 2.0 * macs * batch_size / median_s / 1e9 if s.backbone_only else None
+    results = dict(
+        schema_version=SCHEMA_VERSION,
+        timed_unit=unit,
+        settings=dict(config=source.get('config'), checkpoint=source.get('checkpoint'),
+                      cfg_options=source.get('cfg_options'), mode=mode, input_hw=list(shape),
+                      batch_size=batch_size, warmup=s.warmup, iters=s.iters,
+                      threads=threads_used, device=device, deploy=s.deploy,
+                      channels_last=s.channels_last, dtype=s.dtype, real_images=real,
+                      profile=profile is not None),
+        latency_ms=latency,
+        fps=fps,
+        params=params,
+        macs=dict(backbone_per_image=macs, backbone_per_batch=macs * batch_size,
+                  counter=MACS_COUNTER),
+        flops=dict(backbone_per_image=2 * macs, backbone_per_batch=2 * macs * batch_size),
+        achieved_gflops=achieved,
+        peak=dict(matmul_gflops=peak, matmul_size=s.peak_size,
+                  share=None if achieved is None else achieved / peak),
+        deploy_check=deploy_check,
+        timed_model=dict(deployed=s.deploy, backbone_batchnorm_layers=count_bn(timed.backbone),
+                         memory_format='channels_last' if s.channels_last else 'contiguous',
+                         backbone_layout=backbone_layout(*layouts),
+                         conv_inputs_channels_last=list(layouts)),
+        versions=versions(),
+        hardware=dict(cpu=cpu_name(),
+                      gpu=torch.cuda.get_device_name() if device == 'cuda' else None),
+        real_images=images_info if real else None,
+        profile=profile,
+    )
+    return results, timed
+
+
+def run_benchmark(config: str, settings: Optional[BenchmarkSettings] = None,
+                  checkpoint: Optional[str] = None, cfg_options: Optional[dict] = None,
+                  **overrides) -> dict:
+    """Build the detector from ``config`` and :func:`benchmark` it, at ``settings.shape`` (default:
+    the config's test scale) or, with ``real_images``, on images of the config's test set."""
+    s = _settings(settings, overrides)
+    model, cfg = build_detector(config, checkpoint, cfg_options)
+    batches = info = None
+    if s.real_images:
+        batches, info = load_test_batches(cfg, s.warmup + s.iters, s.batch_size, config)
+    elif s.shape is None:
+        shape = find_test_scale(cfg)
+        if shape is None:
+            raise ValueError(f'{config}: no Resize scale in the test pipeline; pass --shape H W')
+        s = dataclasses.replace(s, shape=shape)
+    return benchmark(model, s, batches=batches, images_info=info,
+                     source=dict(config=config, checkpoint=checkpoint, cfg_options=cfg_options))
