@@ -1,4 +1,4 @@
-"""Interrupted training loses nothing; a NaN/inf loss stops cleanly (issue #7).
+"""Interrupted training loses nothing; a NaN/inf loss stops cleanly.
 
 Every training run here is ``tools/train.py`` in a subprocess on 4 synthetic images at 64x64 with
 FasterNet-T0 + YOLOX-tiny, batch 1 (4 iterations an epoch), on CPU with
@@ -76,11 +76,8 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted_run(four_images, tmp
     mmengine resumes from the last checkpoint, saved at the end of epoch 1, and replays epoch 2
     whole: it saves no mid-epoch position of the data loader, so a checkpoint is only a clean
     restart point at an epoch boundary (checkpoints every N iterations would make the resumed
-    run repeat or skip batches). Bitwise equality also needs the same randomness after resuming:
-    the sampler's order is seeded by ``seed + epoch``, the pipeline here has no random transform
-    and FasterNet-T0 no drop-path. mmengine does not restore the global RNG states from a
-    checkpoint, so random augmentations or drop-path in the main process make a resumed run
-    statistically equivalent, not bitwise equal.
+    run repeat or skip batches). This pipeline has no random transform; with random ones the
+    same holds through mmlightbb.engine.randomness (tests/test_exact_resume.py).
     """
     cfg = write_config(tmp_path, four_images)
     reference = tmp_path / 'reference'  # trained alongside the run that gets killed
@@ -105,7 +102,7 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted_run(four_images, tmp
     assert (work / 'epoch_1.pth').is_file() and not (work / 'epoch_2.pth').exists(), \
         'the kill did not land in epoch 2'
     assert (work / 'last_checkpoint').read_text() == str(work / 'epoch_1.pth')
-    from mmlightbb.utils import safe_load
+    from mmlightbb.engine import safe_load
     epoch1 = safe_load(work / 'epoch_1.pth')['state_dict']
 
     proc = train(cfg, '--work-dir', str(work), '--resume')
@@ -151,7 +148,7 @@ def test_kill_while_saving_keeps_previous_checkpoint_and_pointer(four_images, tm
     """Killed halfway through writing epoch_2.pth (or the pointer to it): epoch_1.pth and
     ``last_checkpoint`` naming it are intact and loadable, and ``--resume`` would use them."""
     from mmlightbb.engine import find_resume_checkpoint
-    from mmlightbb.utils import safe_load
+    from mmlightbb.engine import safe_load
     cfg = write_config(tmp_path, four_images)
     work = tmp_path / 'work'
     driver = tmp_path / 'kill_while_saving.py'
@@ -177,7 +174,7 @@ def test_atomic_backend_failed_write_keeps_old_file(tmp_path, monkeypatch):
     leaves the old content and no temporary file."""
     from mmengine.fileio import get_file_backend
 
-    from mmlightbb.utils import AtomicLocalBackend
+    from mmlightbb.engine import AtomicLocalBackend
     backend = get_file_backend(str(tmp_path / 'x.pth'))
     assert type(backend) is AtomicLocalBackend
     target = tmp_path / 'x.pth'
@@ -251,7 +248,7 @@ def test_nan_loss_stops_training_naming_last_checkpoint(four_images, tmp_path):
     weights YOLOX's SimOTA assigner fails on NaN scores before any loss exists (see the hook's
     docstring).
     """
-    from mmlightbb.utils import safe_load
+    from mmlightbb.engine import safe_load
     (tmp_path / 'poison_loss.py').write_text(POISON_LOSS)
     cfg = write_config(tmp_path, four_images, extra="""
 custom_imports = dict(imports=['mmlightbb', 'poison_loss'], allow_failed_imports=False)

@@ -5,3 +5,5 @@ custom_hooks = [dict(type='NonFiniteLossHook')]
 sync_bn = 'torch'
 # mmlightbb: backbones, SonarDataset, NonFiniteLossHook, atomic checkpoints
 custom_imports = dict(imports=['mmlightbb'], allow_failed_imports=False)
+# a seed makes --resume continue the same experiment bit for bit (mmlightbb.engine.randomness)
+randomness = dict(seed=0)

@@ -1,11 +1,13 @@
-"""Training infrastructure: safe checkpoint I/O, atomic writes, resume, hooks, config loading, and
-:mod:`.patches`, the one module that changes how torch and mmengine behave."""
+"""Training infrastructure: safe checkpoint I/O, atomic writes, resume, hooks, exactly resumable
+randomness, config loading, and :mod:`.patches`, the one module that changes how torch and
+mmengine behave."""
 from .checkpoint import (RUNNER_CHECKPOINT_GLOBALS, CheckpointFormatError, UnsafeCheckpointError,
                          safe_load)
 from .config import load_config
 from .fileio import AtomicLocalBackend, atomic_write
 from .hooks import (AtomicCheckpointHook, NonFiniteLossError, NonFiniteLossHook,
                     raise_if_weights_nonfinite)
+from .randomness import ExactResumeHook, SeededIndex, derive_seed
 from .resume import (CHECKPOINT_POINTER, ResumeCheckpointError, find_resume_checkpoint,
                      is_complete_checkpoint, last_complete_checkpoint)
 
@@ -13,4 +15,5 @@ __all__ = ['RUNNER_CHECKPOINT_GLOBALS', 'CheckpointFormatError', 'UnsafeCheckpoi
            'safe_load', 'load_config', 'AtomicLocalBackend', 'atomic_write',
            'AtomicCheckpointHook', 'NonFiniteLossHook', 'NonFiniteLossError', 'CHECKPOINT_POINTER',
            'ResumeCheckpointError', 'find_resume_checkpoint', 'is_complete_checkpoint',
-           'last_complete_checkpoint', 'raise_if_weights_nonfinite']
+           'last_complete_checkpoint', 'raise_if_weights_nonfinite', 'ExactResumeHook',
+           'SeededIndex', 'derive_seed']

@@ -22,6 +22,7 @@ from ..models.neck_check import on_submodule_registered
 from .checkpoint import RUNNER_CHECKPOINT_GLOBALS, load_from_local
 from .fileio import AtomicLocalBackend
 from .hooks import AtomicCheckpointHook
+from .randomness import wrap_build_train_loop
 
 __all__ = ['Patch', 'PATCHES', 'apply_all', 'undo_all']
 
@@ -116,6 +117,16 @@ def _remove_neck_check(saved: dict) -> None:
     saved['handle'].remove()
 
 
+# --------------------------------------------- Runner.build_train_loop: resumable randomness
+def _wrap_build_train_loop(saved: dict) -> None:
+    saved['build'] = Runner.__dict__['build_train_loop']
+    Runner.build_train_loop = wrap_build_train_loop(saved['build'])
+
+
+def _unwrap_build_train_loop(saved: dict) -> None:
+    Runner.build_train_loop = saved['build']
+
+
 PATCHES: List[Patch] = [
     Patch('torch.load allow-list',
           "torch >= 2.6 loads with weights_only=True, which refuses the numpy objects and "
@@ -144,6 +155,14 @@ PATCHES: List[Patch] = [
           'a neck whose in_channels differ from the backbone\'s out_channels fails only at the '
           'first forward, deep in a conv; the hook names both lists at build time',
           _install_neck_check, _remove_neck_check),
+    Patch('Runner.build_train_loop: exactly resumable randomness',
+          'mmengine seeds random/numpy/torch once per process and the loader workers by worker '
+          'id, so a resumed run draws other augmentations, batch-resize sizes and drop-path '
+          'masks than an uninterrupted one; with randomness.seed set, the train loader fetches '
+          'each sample under its own seed and ExactResumeHook reseeds the main process (keyed '
+          'by seed, rank, epoch, iteration, sample position: engine.randomness); without a '
+          'seed one log line says so',
+          _wrap_build_train_loop, _unwrap_build_train_loop),
 ]
 
 
