@@ -20,5 +20,8 @@ setup(
     # torch and mmcv are installed by `make install` (tools/install.sh): mmcv 2.1.0 must be built
     # from source against the installed torch, which pip's dependency resolver cannot express.
     install_requires=['mmengine==0.10.7', 'mmdet==3.3.0', 'pycocotools', 'matplotlib', 'numpy'],
+    # ImageNet pre-training (configs/imagenet/): mmpretrain, which also needs a torchvision built
+    # for the installed torch (tools/install.sh picks it; pip cannot express that either)
+    extras_require={'pretrain': ['mmpretrain==1.2.0']},
     license='Apache-2.0',
 )

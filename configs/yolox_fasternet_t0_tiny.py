@@ -5,8 +5,10 @@
 _base_ = ['./_base_/yolox_sonar.py', './_base_/backbones/fasternet.py']
 model = dict(
     data_preprocessor=_base_.backbone_yolox.data_preprocessor,
+    # ImageNet-1k weights (71.9 % top-1) by default; from scratch: --cfg-options
+    # model.backbone.init_cfg=None
     backbone=dict(_delete_=True, type='FasterNet', arch='t0', out_indices=(1, 2, 3),
-                  init_cfg=None),
+                  init_cfg=dict(type='Pretrained', checkpoint='mmlightbb://fasternet_t0')),
     neck=dict(in_channels=[80, 160, 320], out_channels=96),
     bbox_head=dict(in_channels=96, feat_channels=96))
 optim_wrapper = _base_.backbone_optim_wrapper

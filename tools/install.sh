@@ -16,6 +16,7 @@ fail() { echo "install: $*" >&2; exit 1; }
 if "$PYTHON" -I - "$(pwd)" <<'PY' 2>/dev/null
 import importlib.util, os, sys, mmcv, mmcv.ops, mmdet, mmengine, torch, pycocotools, pytest
 assert (mmcv.__version__, mmdet.__version__, mmengine.__version__) == ('2.1.0', '3.3.0', '0.10.7')
+assert importlib.util.find_spec('mmpretrain')
 assert torch.__version__.startswith('2.13.0')
 spec = importlib.util.find_spec('mmlightbb')
 assert spec and os.path.samefile(os.path.dirname(spec.origin), os.path.join(sys.argv[1], 'mmlightbb'))
@@ -45,6 +46,29 @@ else
 fi
 
 $PIP install -q mmdet==3.3.0 || fail "could not install mmdet 3.3.0"
+
+# mmpretrain 1.2.0 for ImageNet pre-training (configs/imagenet/). It adds small pure-Python
+# packages and changes nothing of the stack above. It imports torchvision, which must be built for
+# the installed torch: for a CPU torch the CPU wheel of PyTorch's index (PyPI's torchvision is a
+# CUDA build: its ops do not load beside a CPU torch, "operator torchvision::nms does not exist",
+# and since mmdet imports mmpretrain when present, that would break `import mmdet.models`).
+$PIP install -q mmpretrain==1.2.0 || fail "could not install mmpretrain 1.2.0"
+if ! "$PYTHON" -c 'import torchvision.ops, mmpretrain.models' >/dev/null 2>&1; then
+  TORCH_VERSION=$("$PYTHON" -c 'import torch; print(torch.__version__)')
+  TV="0.$(( $(echo "$TORCH_VERSION" | cut -d. -f2) + 15 )).*"   # torch 2.13 <-> torchvision 0.28
+  $PIP uninstall -q -y torchvision >/dev/null 2>&1 || true
+  case "$TORCH_VERSION" in
+    *+cu*) # a CUDA build from PyTorch's index: the torchvision of the same index
+      $PIP install -q --no-deps "torchvision==$TV" \
+        --index-url "https://download.pytorch.org/whl/${TORCH_VERSION##*+}" >/dev/null 2>&1 || true ;;
+    *+cpu) ;;  # only PyTorch's CPU index has it, which this set-up does not reach: see the note
+    *) $PIP install -q --no-deps "torchvision==$TV" >/dev/null 2>&1 || true ;;   # PyPI's torch
+  esac
+  if ! "$PYTHON" -c 'import torchvision.ops, mmpretrain.models' >/dev/null 2>&1; then
+    $PIP uninstall -q -y torchvision >/dev/null 2>&1 || true   # never leave one that breaks mmdet
+    echo "install: note: no torchvision $TV for torch $TORCH_VERSION could be installed here, so mmpretrain does not import: ImageNet pre-training (configs/imagenet/) needs one (CPU torch: pip install --no-deps 'torchvision==$TV' --index-url https://download.pytorch.org/whl/cpu); everything else works"
+  fi
+fi
 $PIP install -q --no-build-isolation --no-deps -e . || fail "could not install mmlightbb itself"
 $PIP install -q pytest || fail "could not install pytest"
 "$PYTHON" -c 'import mmcv.ops, mmdet, mmlightbb' || fail "the installed stack does not import (see above)"

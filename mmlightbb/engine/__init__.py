@@ -4,6 +4,7 @@ mmengine behave."""
 from .checkpoint import (RUNNER_CHECKPOINT_GLOBALS, CheckpointFormatError, UnsafeCheckpointError,
                          safe_load)
 from .config import load_config
+from .downloads import PretrainedWeightsError, cache_dir, fetch_weights
 from .fileio import AtomicLocalBackend, atomic_write
 from .hooks import (AtomicCheckpointHook, NonFiniteLossError, NonFiniteLossHook,
                     raise_if_weights_nonfinite)
@@ -16,4 +17,4 @@ __all__ = ['RUNNER_CHECKPOINT_GLOBALS', 'CheckpointFormatError', 'UnsafeCheckpoi
            'AtomicCheckpointHook', 'NonFiniteLossHook', 'NonFiniteLossError', 'CHECKPOINT_POINTER',
            'ResumeCheckpointError', 'find_resume_checkpoint', 'is_complete_checkpoint',
            'last_complete_checkpoint', 'raise_if_weights_nonfinite', 'ExactResumeHook',
-           'SeededIndex', 'derive_seed']
+           'SeededIndex', 'derive_seed', 'PretrainedWeightsError', 'cache_dir', 'fetch_weights']

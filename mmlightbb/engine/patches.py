@@ -20,6 +20,7 @@ from torch import nn
 from ..models.layers import LayerNorm2d
 from ..models.neck_check import on_submodule_registered
 from .checkpoint import RUNNER_CHECKPOINT_GLOBALS, load_from_local
+from .downloads import SCHEME, load_from_mmlightbb
 from .fileio import AtomicLocalBackend
 from .hooks import AtomicCheckpointHook
 from .randomness import wrap_build_train_loop
@@ -127,6 +128,19 @@ def _unwrap_build_train_loop(saved: dict) -> None:
     Runner.build_train_loop = saved['build']
 
 
+# ------------------------------------------------- CheckpointLoader scheme 'mmlightbb://NAME'
+def _register_weights_scheme(saved: dict) -> None:
+    saved['loader'] = CheckpointLoader._schemes.get(SCHEME)
+    CheckpointLoader.register_scheme(SCHEME, load_from_mmlightbb, force=True)
+
+
+def _unregister_weights_scheme(saved: dict) -> None:
+    if saved['loader'] is None:
+        CheckpointLoader._schemes.pop(SCHEME, None)
+    else:
+        CheckpointLoader.register_scheme(SCHEME, saved['loader'], force=True)
+
+
 PATCHES: List[Patch] = [
     Patch('torch.load allow-list',
           "torch >= 2.6 loads with weights_only=True, which refuses the numpy objects and "
@@ -163,6 +177,12 @@ PATCHES: List[Patch] = [
           'by seed, rank, epoch, iteration, sample position: engine.randomness); without a '
           'seed one log line says so',
           _wrap_build_train_loop, _unwrap_build_train_loop),
+    Patch("CheckpointLoader scheme 'mmlightbb://'",
+          "init_cfg=dict(type='Pretrained', checkpoint='mmlightbb://fasternet_t2') names an "
+          'official ImageNet checkpoint (models.pretrained.PRETRAINED); engine.downloads '
+          'fetches it once into torch.hub.get_dir()/checkpoints, checks length and sha256, and '
+          'reads it with safe_load (weights_only=True); mmengine knows no such scheme',
+          _register_weights_scheme, _unregister_weights_scheme),
 ]
 
 

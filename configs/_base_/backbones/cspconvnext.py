@@ -1,7 +1,8 @@
 # CSPConvNeXt-tiny, the 2022 V1 of the mission's source ('e-mini'/'e-tiny'/'e-small' give the
 # published E-ConvNeXt). Recipe: E-ConvNeXt's detection configs, AdamW lr 2e-4 wd 5e-4.
-# Pretrained weights: set model.backbone.init_cfg=dict(type='Pretrained', checkpoint=PATH) to an
-# official checkpoint (any layout; see README). None here: nothing is downloaded.
+# No CSPConvNeXt weights are published: from scratch, or pre-train on ImageNet with
+# configs/imagenet/cspconvnext.py and set model.backbone.init_cfg=dict(type='Pretrained',
+# checkpoint=PATH) to its checkpoint.
 
 backbone = dict(type='CSPConvNeXt', arch='tiny', drop_path_rate=0.2, init_cfg=None)
 # YOLOX: strides 8/16/32; ImageNet normalisation (YOLOX's default feeds raw BGR 0-255)

@@ -1,9 +1,11 @@
 # FasterNet-T2 (Chen et al., CVPR 2023; 't0'..'l' via model.backbone.arch). Recipe: the official
 # FasterNet detection configs, AdamW lr 2e-4 wd 1e-4.
-# Pretrained weights: set model.backbone.init_cfg=dict(type='Pretrained', checkpoint=PATH) to an
-# official checkpoint (any layout; see README). None here: nothing is downloaded.
+# ImageNet-1k weights by default (78.9 % top-1), downloaded once into torch's hub cache
+# (python tools/weights.py list; another arch: also model.backbone.init_cfg.checkpoint=
+# mmlightbb://fasternet_t0 etc.). From scratch: --cfg-options model.backbone.init_cfg=None
 
-backbone = dict(type='FasterNet', arch='t2', init_cfg=None)
+backbone = dict(type='FasterNet', arch='t2',
+                init_cfg=dict(type='Pretrained', checkpoint='mmlightbb://fasternet_t2'))
 # YOLOX: strides 8/16/32; ImageNet normalisation (YOLOX's default feeds raw BGR 0-255)
 backbone_yolox = dict(
     data_preprocessor=dict(

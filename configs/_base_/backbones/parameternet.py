@@ -1,7 +1,8 @@
 # ParameterNet-600M (Han et al., 2023), stride-32 map from blocks.8 (304 ch) rather than the
 # 1824-ch final conv. No detection recipe was published: the head's own optimizer is kept.
-# Pretrained weights: set model.backbone.init_cfg=dict(type='Pretrained', checkpoint=PATH) to an
-# official checkpoint (any layout; see README). None here: nothing is downloaded.
+# No ParameterNet weights are published: from scratch, or pre-train on ImageNet with
+# configs/imagenet/parameternet.py and set model.backbone.init_cfg=dict(type='Pretrained',
+# checkpoint=PATH) to its checkpoint (arch='ghostnet' has mmlightbb://ghostnet_1x).
 
 backbone = dict(type='ParameterNet', arch='600m', with_final_conv=False, init_cfg=None)
 # YOLOX: strides 8/16/32; ImageNet normalisation (YOLOX's default feeds raw BGR 0-255)

@@ -1,9 +1,11 @@
 # RepLKNet-31B (Ding et al., CVPR 2022). Recipe: the official RepLKNet Cascade configs, AdamW
 # lr 4e-4 wd 0.05, no decay on norms. Large kernels run channels_last on CPU.
-# Pretrained weights: set model.backbone.init_cfg=dict(type='Pretrained', checkpoint=PATH) to an
-# official checkpoint (any layout; see README). None here: nothing is downloaded.
+# ImageNet-1k weights by default (83.5 % top-1; mmlightbb://replknet_31b_22k_1k for the 22k ones,
+# 85.2 %), downloaded once into torch's hub cache (python tools/weights.py list).
+# From scratch: --cfg-options model.backbone.init_cfg=None
 
-backbone = dict(type='RepLKNet', arch='31B', drop_path_rate=0.3, init_cfg=None)
+backbone = dict(type='RepLKNet', arch='31B', drop_path_rate=0.3,
+                init_cfg=dict(type='Pretrained', checkpoint='mmlightbb://replknet_31b_1k'))
 # YOLOX: strides 8/16/32; ImageNet normalisation (YOLOX's default feeds raw BGR 0-255)
 backbone_yolox = dict(
     data_preprocessor=dict(
