@@ -9,13 +9,14 @@ Two published generations by the same author (PaddlePaddle only, no released wei
   BatchNorm everywhere, a 2x2/s2 ConvBN down-sampling, blocks DW7x7 -> BN -> 1x1 (4x) -> GELU -> 1x1
   -> BN -> ESE (Hardsigmoid) + residual, no layer scale.
 
-Every stage: ``down`` -> split into ``conv1`` (shortcut half) and ``conv2`` -> ``blocks`` -> concat
-[shortcut, blocks] -> ``attn`` (ESE) -> ``conv3``. Module names are the Paddle ones so converted
+Every stage is the shared :class:`mmlightbb.models.layers.CSPStage`: ``down`` -> split into
+``conv1`` (shortcut half) and ``conv2`` -> ``blocks`` -> concat [shortcut, blocks] -> ``attn``
+(ESE) -> ``conv3``. Module names are the Paddle ones so converted
 ``.pdparams`` map 1:1 (see :meth:`CSPConvNeXt.convert_state_dict`).
 """
 import re
 from collections import OrderedDict
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 from mmcv.cnn import build_activation_layer, build_norm_layer
@@ -25,6 +26,7 @@ from torch import nn
 
 from ..layers.conv_bn import ConvBN, fuse_conv_norm
 from ..layers.convnext_block import ConvNeXtBlock
+from ..layers.csp_stage import CSPStage
 from ..layers.ese import EffectiveSE
 from ..layers.memory_format import cpu_channels_last, nchw_outputs
 from ..layers.norm import LayerNorm2d
@@ -69,47 +71,35 @@ class EConvNeXtBlock(nn.Module):
         self.pwconv2, self.norm2 = fuse_conv_norm(self.pwconv2, self.norm2)
 
 
-class CSPStage(nn.Module):
-    """One CSP stage with a block per entry of ``drop_path_rates``.
+def csp_convnext_stage(version: str, in_channels: int, out_channels: int, stride: int,
+                       drop_path_rates: Sequence[float], layer_scale_init_value: float,
+                       norm_cfg: dict, act_cfg: dict) -> CSPStage:
+    """One CSPConvNeXt stage (the shared :class:`~mmlightbb.models.layers.CSPStage`) with a block
+    per entry of ``drop_path_rates``; ``version`` 'v1' or 'e' picks the down-sampling, the block
+    type and the ESE gate."""
+    mid = (in_channels + out_channels) // 2
+    if stride == 1:
+        down = None  # the stem already outputs `mid` channels
+    elif version == 'v1':
+        down = nn.Sequential(nn.Conv2d(in_channels, mid, 3, stride=2, padding=1),
+                             LayerNorm2d(mid, eps=1e-6),
+                             build_activation_layer(act_cfg))
+    else:
+        down = nn.Sequential(ConvBN(in_channels, mid, 2, stride=2, padding=0, bias=True,
+                                    norm_cfg=norm_cfg, act_cfg=act_cfg))
 
-    ``version`` 'v1' or 'e' picks the down-sampling, the block type and the ESE gate.
-    """
-
-    def __init__(self, version: str, in_channels: int, out_channels: int, stride: int,
-                 drop_path_rates: Sequence[float], layer_scale_init_value: float,
-                 norm_cfg: dict, act_cfg: dict):
-        super().__init__()
-        mid = (in_channels + out_channels) // 2
-        if stride == 1:
-            self.down = nn.Identity()  # the stem already outputs `mid` channels
-        elif version == 'v1':
-            self.down = nn.Sequential(nn.Conv2d(in_channels, mid, 3, stride=2, padding=1),
-                                      LayerNorm2d(mid, eps=1e-6),
-                                      build_activation_layer(act_cfg))
-        else:
-            self.down = nn.Sequential(ConvBN(in_channels, mid, 2, stride=2, padding=0, bias=True,
-                                             norm_cfg=norm_cfg, act_cfg=act_cfg))
-        # Paddle convs carry a bias by default (bias_attr=None), BN or not: keep it for the keys.
-        self.conv1 = ConvBN(mid, mid // 2, 1, bias=True, norm_cfg=norm_cfg, act_cfg=act_cfg)
-        self.conv2 = ConvBN(mid, mid // 2, 1, bias=True, norm_cfg=norm_cfg, act_cfg=act_cfg)
+    def blocks(channels: int) -> List[nn.Module]:
         if version == 'v1':
-            blocks = [ConvNeXtBlock(mid // 2, layer_scale_init_value=layer_scale_init_value,
-                                    drop_path_rate=rate, act_cfg=act_cfg)
-                      for rate in drop_path_rates]
-        else:
-            blocks = [EConvNeXtBlock(mid // 2, drop_path_rate=rate, norm_cfg=norm_cfg,
-                                     act_cfg=act_cfg) for rate in drop_path_rates]
-        self.blocks = nn.Sequential(*blocks)
-        self.attn = EffectiveSE(mid, ESE_GATES[version])
-        self.conv3 = ConvBN(mid, out_channels, 1, bias=True, norm_cfg=norm_cfg, act_cfg=act_cfg)
+            return [ConvNeXtBlock(channels, layer_scale_init_value=layer_scale_init_value,
+                                  drop_path_rate=rate, act_cfg=act_cfg)
+                    for rate in drop_path_rates]
+        return [EConvNeXtBlock(channels, drop_path_rate=rate, norm_cfg=norm_cfg,
+                               act_cfg=act_cfg) for rate in drop_path_rates]
 
-    def forward(self, x: torch.Tensor, run_block: Optional[Callable] = None) -> torch.Tensor:
-        """``run_block(block, x)`` runs each block (the backbone passes its checkpointing one)."""
-        x = self.down(x)
-        y = self.conv2(x)
-        for block in self.blocks:
-            y = run_block(block, y) if run_block is not None else block(y)
-        return self.conv3(self.attn(torch.cat([self.conv1(x), y], dim=1)))
+    # Paddle convs carry a bias by default (bias_attr=None), BN or not: keep it for the keys.
+    return CSPStage(mid, out_channels, blocks, down=down, ratio=0.5,
+                    attn_builder=lambda c: EffectiveSE(c, ESE_GATES[version]), conv_bias=True,
+                    norm_cfg=norm_cfg, act_cfg=act_cfg)
 
 
 @MODELS.register_module()
@@ -178,9 +168,9 @@ class CSPConvNeXt(BaseBackbone):
         strides = [1, 2, 2, 2] if STEM_STRIDES[stem] == 4 else [2, 2, 2, 2]
         rates = torch.linspace(0, drop_path_rate, sum(depths), device='cpu').tolist()
         self.stages = nn.ModuleList([
-            CSPStage(version, dims[i], dims[i + 1], strides[i],
-                     rates[sum(depths[:i]):sum(depths[:i + 1])], layer_scale_init_value,
-                     norm_cfg, act_cfg) for i in range(4)])
+            csp_convnext_stage(version, dims[i], dims[i + 1], strides[i],
+                               rates[sum(depths[:i]):sum(depths[:i + 1])],
+                               layer_scale_init_value, norm_cfg, act_cfg) for i in range(4)])
 
         self.norm_output = (version == 'e' and num_classes is None) if norm_output is None \
             else norm_output

@@ -17,6 +17,7 @@ from mmdet.registry import MODELS
 from torch import nn
 
 from ..layers.conv_bn import ConvBN, ConvBNSequential, conv_bn_layers, fuse_conv_norm
+from ..layers.csp_stage import CSPStage, parse_csp_cfg
 from ..layers.dynamic_conv import ROUTING_GATES, DynamicConv
 from .base import NUM_OUTPUTS, BaseBackbone
 
@@ -197,6 +198,15 @@ class ParameterNet(BaseBackbone):
             (one rate per ``blocks.i``, as in the official code).
         num_classes (int, optional): also build the ImageNet head (``conv_head``, ``classifier``)
             for :meth:`classify`.
+        csp (dict, optional): ``dict(ratio=0.5)`` replaces the rows of each stride 4..32 by one
+            Cross-Stage-Partial stage (the shared :class:`~mmlightbb.models.layers.CSPStage`, laid
+            out as CSPConvNeXt): the stage's stride-2 bottleneck goes to the inner width
+            ``make_divisible((c_in + c_out) / 2, 4)``, its other bottlenecks run (with ``ratio``
+            of their expansion width) on ``ratio`` of it, and a static 1x1 ConvBN-act fuses the
+            concatenation to the stage's output width. The stem rows and ``blocks.9`` stay;
+            ``blocks.1..4`` become the four CSP stages (``blocks.5`` is the final conv). Needs
+            every stride-2 bottleneck to start a row (true of both archs). None: the official
+            model.
     """
 
     # smallest input (H x W) run image by image on CPU, see _runs_image_by_image
@@ -214,7 +224,7 @@ class ParameterNet(BaseBackbone):
                  act_cfg: Optional[dict] = None, num_experts: Optional[int] = None,
                  dynamic: bool = True, routing: str = 'sigmoid', with_final_conv: bool = True,
                  drop_path_rate: float = 0., num_classes: Optional[int] = None,
-                 with_cp: bool = False, init_cfg=None):
+                 with_cp: bool = False, csp: Optional[dict] = None, init_cfg=None):
         super().__init__(arch, in_channels, out_indices, frozen_stages, norm_eval, with_cp,
                          init_cfg)
         name = type(self).__name__
@@ -250,9 +260,15 @@ class ParameterNet(BaseBackbone):
         self.act1 = build_activation_layer(act_cfg)
 
         drop_path_rates = torch.linspace(0, drop_path_rate, len(cfgs), device='cpu').tolist()
+        self.csp = parse_csp_cfg(csp, name)
         channels = stem_channels
         rows, row_channels = [], []
-        for row, rate in zip(cfgs, drop_path_rates):
+        if self.csp is not None:
+            rows, row_channels, row_strides = self._csp_rows(
+                cfgs, row_strides, drop_path_rates, width, stem_channels, conv_layer, norm_cfg,
+                act_cfg)
+            channels = row_channels[-1]
+        for row, rate in zip(cfgs if self.csp is None else [], drop_path_rates):
             blocks = []
             for kernel_size, expansion, out, se_ratio, stride in row:
                 out_channels = make_divisible(out * width, 4)
@@ -285,6 +301,51 @@ class ParameterNet(BaseBackbone):
             self.act2 = build_activation_layer(act_cfg)
             self.classifier = nn.Linear(HEAD_CHANNELS, num_classes)
 
+    def _csp_rows(self, cfgs, row_strides, rates, width, stem_channels, conv_layer, norm_cfg,
+                  act_cfg):
+        """(rows, their channels, their strides) of the CSP form: the stem rows as they are, then
+        one CSPStage per stride 4, 8, 16, 32."""
+        ratio = self.csp['ratio']
+        for row in cfgs:
+            if any(block[4] == 2 for block in row[1:]):
+                raise ValueError(f'{type(self).__name__}: csp needs every stride-2 block to start '
+                                 f'a row of cfgs; got the row {row}')
+
+        def bottleneck(cin, spec, cout, stride, rate, scale=1.0):
+            kernel, expansion, _, se_ratio, _ = spec
+            return GhostBottleneck(cin, make_divisible(expansion * width * scale, 4), cout,
+                                   kernel, stride, se_ratio, conv_layer, norm_cfg, act_cfg, rate)
+
+        rows, row_channels, strides, channels = [], [], [], stem_channels
+        for row, stride, rate in zip(cfgs, row_strides, rates):
+            if stride != 2:
+                continue
+            blocks = []
+            for spec in row:
+                out_channels = make_divisible(spec[2] * width, 4)
+                blocks.append(bottleneck(channels, spec, out_channels, spec[4], rate))
+                channels = out_channels
+            rows.append(nn.Sequential(*blocks))
+            row_channels.append(channels)
+            strides.append(2)
+        for k in range(NUM_OUTPUTS):
+            specs = [(spec, rate) for row, stride, rate in zip(cfgs, row_strides, rates)
+                     if stride == 4 * 2**k for spec in row]
+            (first, first_rate), rest = specs[0], specs[1:]
+            out_channels = make_divisible(specs[-1][0][2] * width, 4)
+            mid = make_divisible((channels + out_channels) / 2, 4)
+            down = bottleneck(channels, first, mid, 2, first_rate)
+
+            def blocks(c, rest=rest):
+                return [bottleneck(c, spec, c, 1, rate, ratio) for spec, rate in rest]
+
+            rows.append(CSPStage(mid, out_channels, blocks, down=down, ratio=ratio,
+                                 conv_bias=False, norm_cfg=norm_cfg, act_cfg=act_cfg))
+            row_channels.append(out_channels)
+            strides.append(4 * 2**k)
+            channels = out_channels
+        return rows, row_channels, strides
+
     def _row_strides(self, cfgs) -> List[int]:
         """Output stride of every row of blocks; checks that the rows reach strides 4 to 32."""
         strides, stride = [], 2  # the stem has stride 2
@@ -310,6 +371,8 @@ class ParameterNet(BaseBackbone):
         return self.act1(self.bn1(self.conv_stem(x)))
 
     def _run_row(self, row: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(row, CSPStage):
+            return row(x, self.run_block)
         for block in row:
             x = self.run_block(block, x)
         return x

@@ -16,8 +16,8 @@ from mmdet.registry import MODELS
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..layers import (ConvBN, DepthwiseLargeKernelConv2d, bn_scale_shift, cpu_channels_last,
-                      nchw_outputs)
+from ..layers import (ConvBN, CSPStage, DepthwiseLargeKernelConv2d, bn_scale_shift,
+                      cpu_channels_last, nchw_outputs, parse_csp_cfg)
 from .base import BaseBackbone
 
 
@@ -201,6 +201,14 @@ class RepLKNet(BaseBackbone):
             checkpoint saved after it.
         with_cp: activation checkpointing of ``stem[1:]`` and every block, as the official
             detection configs (``use_checkpoint=True``).
+        csp: ``dict(ratio=0.5)`` builds Cross-Stage-Partial stages (the shared
+            :class:`~mmlightbb.models.layers.CSPStage`, laid out as CSPConvNeXt): stage i's
+            transition (1x1 ConvBN-ReLU, DW 3x3/s2 ConvBN-ReLU) goes to the inner width
+            ``(channels[i-1] + channels[i]) // 2`` (stage 0: ``channels[0]``), ``ratio`` of it runs
+            through the RepLK blocks and ConvFFNs, the rest is the shortcut, and a 1x1 ConvBN-ReLU
+            fuses the concatenation to ``channels[i]``. Keys: ``stages.i.{down,conv1,conv2,blocks,
+            conv3,norm}``, no ``transitions``. None (default) is the official model; the arch
+            ``'csp-31B'`` is 31B with ``csp=dict(ratio=0.5)``.
 
     CPU inference runs the whole network on channels_last maps (``cpu_channels_last``, see
     :mod:`mmlightbb.models.layers.memory_format`); the returned maps are NCHW-contiguous.
@@ -215,6 +223,9 @@ class RepLKNet(BaseBackbone):
                     channels=[192, 384, 768, 1536], small_kernel=5, dw_ratio=1.0),
         'XL': dict(large_kernel_sizes=[27, 27, 27, 13], depths=[2, 2, 18, 2],
                    channels=[256, 512, 1024, 2048], small_kernel=None, dw_ratio=1.5),
+        # 31B in CSP stages (csp=dict(ratio=0.5)); not a published model, no weights
+        'csp-31B': dict(large_kernel_sizes=[31, 29, 27, 13], depths=[2, 2, 18, 2],
+                        channels=[128, 256, 512, 1024], small_kernel=5, dw_ratio=1.0),
     }
 
     def __init__(self,
@@ -234,9 +245,13 @@ class RepLKNet(BaseBackbone):
                  small_kernel_merged: bool = False,
                  deploy: bool = False,
                  with_cp: bool = False,
+                 csp: Optional[dict] = None,
                  init_cfg=None):
         super().__init__(arch, in_channels, out_indices, frozen_stages, norm_eval, with_cp,
                          init_cfg)
+        if csp is None and self.arch_name.startswith('csp-'):
+            csp = dict(ratio=0.5)
+        self.csp = parse_csp_cfg(csp, f'{type(self).__name__}(arch={self.arch_name!r})')
         kernels = list(self.arch['large_kernel_sizes'])
         depths = list(self.arch['depths'])
         channels = list(self.arch['channels'])
@@ -260,6 +275,12 @@ class RepLKNet(BaseBackbone):
         self.stages = nn.ModuleList()
         self.transitions = nn.ModuleList()
         for i, (c, kernel) in enumerate(zip(channels, kernels)):
+            if self.csp is not None:
+                self.stages.append(self._csp_stage(
+                    i, channels, kernel, rates[sum(depths[:i]):sum(depths[:i + 1])],
+                    small_kernel, dw_ratio, mlp_ratio, norm_cfg, act_cfg,
+                    small_kernel_merged or deploy, norm_output and i in self.out_indices))
+                continue
             self.stages.append(RepLKNetStage(
                 c, kernel, rates[sum(depths[:i]):sum(depths[:i + 1])], small_kernel, dw_ratio,
                 mlp_ratio, norm_cfg, act_cfg, small_kernel_merged or deploy,
@@ -276,6 +297,25 @@ class RepLKNet(BaseBackbone):
             self.head = nn.Linear(channels[3], num_classes)
         if deploy:
             self.switch_to_deploy()
+
+    def _csp_stage(self, i, channels, kernel, rates, small_kernel, dw_ratio, mlp_ratio, norm_cfg,
+                   act_cfg, merged, norm_output) -> CSPStage:
+        c_in = channels[i - 1] if i > 0 else channels[0]
+        mid = (c_in + channels[i]) // 2
+        down = None
+        if i > 0:  # RepLKNet's transition, to the inner width
+            down = nn.Sequential(ConvBN(c_in, mid, 1, norm_cfg=norm_cfg, act_cfg=act_cfg),
+                                 ConvBN(mid, mid, 3, 2, groups=mid, norm_cfg=norm_cfg,
+                                        act_cfg=act_cfg))
+
+        def blocks(c: int) -> List[nn.Module]:
+            return list(RepLKNetStage(c, kernel, rates, small_kernel, dw_ratio, mlp_ratio,
+                                      norm_cfg, act_cfg, merged, norm_output=False).blocks)
+
+        stage = CSPStage(mid, channels[i], blocks, down=down, ratio=self.csp['ratio'],
+                         conv_bias=False, norm_cfg=norm_cfg, act_cfg=act_cfg)
+        stage.norm = build_norm_layer(norm_cfg, channels[i])[1] if norm_output else nn.Identity()
+        return stage
 
     def _check_args(self, kernels, depths, channels, small_kernel, dw_ratio, mlp_ratio,
                     drop_path_rate, num_classes, norm_cfg):
@@ -312,6 +352,8 @@ class RepLKNet(BaseBackbone):
     def frozen_modules(self, index: int) -> List[nn.Module]:
         if index == 0:
             return [self.stem]
+        if self.csp is not None:  # the whole CSP stage (its down-sampling included) but `norm`
+            return [m for name, m in self.stages[index - 1].named_children() if name != 'norm']
         # a stage's output norm stays trainable: the neck reads it and no checkpoint has it
         modules = [self.stages[index - 1].blocks]
         if index > 1:
@@ -327,6 +369,10 @@ class RepLKNet(BaseBackbone):
             x = self.run_block(layer, x)
         maps = []
         for i in range(last_stage + 1):
+            if self.csp is not None:
+                x = self.stages[i](x, self.run_block)
+                maps.append(x)
+                continue
             if i > 0:
                 x = self.transitions[i - 1](x)
             for block in self.stages[i].blocks:
