@@ -22,6 +22,8 @@ setup(
     install_requires=['mmengine==0.10.7', 'mmdet==3.3.0', 'pycocotools', 'matplotlib', 'numpy'],
     # ImageNet pre-training (configs/imagenet/): mmpretrain, which also needs a torchvision built
     # for the installed torch (tools/install.sh picks it; pip cannot express that either)
-    extras_require={'pretrain': ['mmpretrain==1.2.0']},
+    extras_require={'pretrain': ['mmpretrain==1.2.0'],
+                    # tools/export.py, tools/benchmark.py --backend onnxruntime|openvino
+                    'export': ['onnx', 'onnxruntime', 'openvino']},
     license='Apache-2.0',
 )

@@ -65,12 +65,13 @@ def test_twice_as_deep_measures_slower():
 
 SCHEMA = {
     'schema_version', 'timed_unit', 'settings', 'latency_ms', 'fps', 'params', 'macs', 'flops',
-    'achieved_gflops', 'peak', 'deploy_check', 'timed_model', 'versions', 'hardware',
-    'real_images', 'profile'}
+    'achieved_gflops', 'peak', 'deploy_check', 'precision_check', 'export_check', 'timed_model',
+    'versions', 'hardware', 'real_images', 'profile'}
 SUBKEYS = {
     'settings': {'config', 'checkpoint', 'cfg_options', 'mode', 'input_hw', 'batch_size',
                  'warmup', 'iters', 'threads', 'device', 'deploy', 'channels_last', 'dtype',
-                 'real_images', 'profile'},
+                 'precision', 'precision_requested', 'precision_note', 'backend', 'real_images',
+                 'profile'},
     'latency_ms': {'median', 'mean', 'p90', 'min', 'max', 'std', 'samples'},
     'params': {'model', 'backbone'},
     'macs': {'backbone_per_image', 'backbone_per_batch', 'counter'},
@@ -143,6 +144,13 @@ def test_deploy_of_a_whole_detector_also_fuses_the_neck():
     (dict(warmup=-1), 'warmup must be an int >= 0'),
     (dict(batch_size=0), 'batch size must be an int >= 1'),
     (dict(fp16=True), 'fp16 is CUDA only'),
+    (dict(precision='fp16'), 'fp16 is CUDA only'),
+    (dict(precision='int8'), 'precision must be one of'),
+    (dict(backend='tensorrt'), 'backend must be one of'),
+    (dict(backend='onnxruntime'), 'add --deploy'),
+    (dict(backend='onnxruntime', deploy=True, backbone_only=False), 'add --backbone-only'),
+    (dict(backend='onnxruntime', deploy=True, precision='bf16'), 'onnxruntime runs the fp32'),
+    (dict(backend='openvino', deploy=True, profile=True), '--profile is for --backend pytorch'),
 ])
 def test_invalid_settings_raise_clear_errors(kwargs, match):
     args = dict(backbone_only=True, warmup=0, iters=1, **FAST)
@@ -349,3 +357,18 @@ def test_cli_real_images_on_a_too_small_test_set_fails_with_one_line(tmp_path, t
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith('error: --real-images needs (warmup + iters) x batch = 25 test '
                            'images but the test set of ') and 'has 8; lower --iters' in last
+
+
+@pytest.mark.parametrize('backend', ['onnxruntime', 'openvino'])
+def test_runtime_backends_time_the_exported_backbone(backend):
+    pytest.importorskip(backend)
+    res = bm.benchmark(TinyDet(), shape=(64, 64), backbone_only=True, deploy=True,
+                       backend=backend, threads=1, warmup=1, iters=3, **FAST)
+    s = res['settings']
+    assert (s['backend'], s['precision'], s['dtype']) == (backend, 'fp32', 'float32')
+    assert len(res['latency_ms']['samples']) == 3 and res['fps'] > 0
+    assert res['export_check']['max_rel_diff'] <= 1e-4
+    assert res['export_check']['runtime_threads'] == 1
+    assert res['timed_model']['backbone_layout'] == 'contiguous'  # the plain NCHW graph
+    assert 'session.run' in res['timed_unit'] and 'not timed' in res['timed_unit']
+    assert f'backend={backend}' in bm.format_table(res)

@@ -3,7 +3,8 @@
 
     python tools/benchmark.py CONFIG [--checkpoint CKPT] [--backbone-only]
         [--shape H W | --real-images] [--batch-size N] [--warmup 5] [--iters 20] [--threads T]
-        [--device cpu|cuda] [--deploy] [--channels-last] [--fp16]
+        [--device cpu|cuda] [--deploy] [--channels-last] [--precision fp32|bf16|fp16]
+        [--backend pytorch|onnxruntime|openvino]
         [--profile [--profile-iters 3]] [--out results.json] [--cfg-options k=v ...]
 
 No dataloader is timed: one synthetic batch of fixed size, or with ``--real-images`` (warmup +
@@ -38,7 +39,16 @@ def parse_args():
     parser.add_argument('--channels-last', action='store_true',
                         help='NHWC model and input (mmlightbb backbones already run NHWC on CPU '
                         'by themselves: the table then says channels_last=auto)')
-    parser.add_argument('--fp16', action='store_true', help='half precision (CUDA only)')
+    parser.add_argument('--precision', choices=['fp32', 'bf16', 'fp16'], default=None,
+                        help='fp32 (default); bf16 autocast on CPUs with avx512_bf16/amx_bf16 '
+                        '(elsewhere: fp32 with a warning) or CUDA; fp16 autocast, CUDA only. '
+                        'bf16 prints the backbone outputs\' max relative difference to fp32')
+    parser.add_argument('--fp16', action='store_true', help='= --precision fp16 (CUDA only)')
+    parser.add_argument('--backend', choices=['pytorch', 'onnxruntime', 'openvino'],
+                        default='pytorch',
+                        help='time the exported backbone (ONNX opset 17, deployed, NCHW) in this '
+                        'runtime; needs --backbone-only --deploy; session creation and warm-up '
+                        'untimed, runtime threads = --threads')
     parser.add_argument('--profile', action='store_true',
                         help='per-operator-type time shares (torch.profiler) from extra '
                         'iterations after the timed ones')
@@ -59,6 +69,7 @@ def main():
             shape=args.shape, batch_size=args.batch_size, backbone_only=args.backbone_only,
             warmup=args.warmup, iters=args.iters, threads=args.threads, device=args.device,
             deploy=args.deploy, channels_last=args.channels_last, fp16=args.fp16,
+            precision=args.precision or 'fp32', backend=args.backend,
             real_images=args.real_images, profile=args.profile,
             profile_iters=args.profile_iters)
     except ValueError as err:
@@ -68,6 +79,10 @@ def main():
     try:
         res = run_benchmark(args.config, settings, args.checkpoint, args.cfg_options)
     except (ValueError, FileNotFoundError) as err:  # too few or missing test images, no scale
+        raise SystemExit(f'error: {err}') from None
+    except RuntimeError as err:  # a runtime package missing (ExportError), an export failure
+        if type(err).__name__ != 'ExportError':
+            raise
         raise SystemExit(f'error: {err}') from None
     print(format_table(res))
     if args.out:

@@ -22,6 +22,7 @@ from mmlightbb.datasets.sonar import UnreadableImageError
 from mmlightbb.engine import (CheckpointFormatError, NonFiniteLossError, UnsafeCheckpointError,
                               find_resume_checkpoint, raise_if_weights_nonfinite)
 from mmlightbb.engine.config import add_runner_args, config_from_args
+from mmlightbb.engine.precision import resolve_precision
 from mmlightbb.models.neck_check import ChannelMismatchError
 
 
@@ -29,7 +30,9 @@ def parse_args():
     parser = argparse.ArgumentParser(description='Train a detector')
     parser.add_argument('config', help='train config file path')
     parser.add_argument('--amp', action='store_true', default=False,
-                        help='enable automatic-mixed-precision training')
+                        help='mixed precision: fp16 autocast + dynamic loss scaling on CUDA; bf16 '
+                        'autocast on CPUs with avx512_bf16/amx_bf16 (elsewhere: fp32 with a '
+                        'warning)')
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale the learning rate with the total batch size')
     parser.add_argument('--resume', nargs='?', type=str, const='auto',
@@ -42,8 +45,7 @@ def parse_args():
 def build_train_config(args) -> Config:
     cfg = config_from_args(args)
     if args.amp:
-        cfg.optim_wrapper.type = 'AmpOptimWrapper'
-        cfg.optim_wrapper.loss_scale = 'dynamic'
+        set_amp(cfg)
     if args.auto_scale_lr:
         if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
             raise SystemExit('--auto-scale-lr needs `auto_scale_lr = dict(enable=False, '
@@ -56,6 +58,25 @@ def build_train_config(args) -> Config:
         cfg.resume = True
         cfg.load_from = args.resume
     return cfg
+
+
+def set_amp(cfg: Config) -> str:
+    """``--amp``: fp16 with mmengine's AmpOptimWrapper on CUDA; on CPU (where AmpOptimWrapper
+    asserts a GPU) bf16 autocast with ``CPUBF16OptimWrapper`` when the CPU has native bf16, else
+    fp32 with a one-line warning. Returns the precision chosen."""
+    if torch.cuda.is_available():
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.loss_scale = 'dynamic'
+        return 'fp16'
+    precision, note = resolve_precision('bf16', 'cpu', warn=False)
+    if precision != 'bf16':
+        print_log(f'--amp: {note}', logger='current', level=logging.WARNING)
+        return precision
+    cfg.optim_wrapper.type = 'CPUBF16OptimWrapper'
+    for key in ('loss_scale', 'dtype'):  # AmpOptimWrapper's; bf16 needs no loss scaling
+        cfg.optim_wrapper.pop(key, None)
+    print_log(f'--amp: training with {note}', logger='current')
+    return precision
 
 
 def setup_cpu_distributed(cfg: Config) -> None:

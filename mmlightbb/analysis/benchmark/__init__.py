@@ -71,8 +71,10 @@ applicable):
 * ``settings``: ``config``, ``checkpoint``, ``cfg_options`` (dict or null), ``mode``
   ('test_step' | 'backbone_only'), ``input_hw`` [H, W], ``batch_size``, ``warmup``, ``iters``,
   ``threads`` (torch.get_num_threads() during timing), ``device`` ('cpu' | 'cuda'), ``deploy``
-  (bool), ``channels_last`` (bool), ``dtype`` ('float32' | 'float16'), ``real_images`` (bool),
-  ``profile`` (bool)
+  (bool), ``channels_last`` (bool), ``dtype`` ('float32' | 'bfloat16' | 'float16': what ran),
+  ``precision`` ('fp32' | 'bf16' | 'fp16': what ran), ``precision_requested`` (what was asked:
+  bf16 runs fp32 on a CPU without native bf16), ``precision_note`` (str, why), ``backend``
+  ('pytorch' | 'onnxruntime' | 'openvino'), ``real_images`` (bool), ``profile`` (bool)
 * ``latency_ms``: ``median``, ``mean``, ``p90``, ``min``, ``max``, ``std`` (population, ddof=0),
   ``samples`` (list of every timed iteration) -- per batch
 * ``fps``: images per second = 1000 / median_ms * batch_size
@@ -84,6 +86,11 @@ applicable):
   backbone-only mode, else null)
 * ``deploy_check``: null without --deploy, else ``max_rel_diff``, ``neck_max_rel_diff`` (null in
   backbone-only mode or without a neck), ``compared`` (str)
+* ``precision_check``: null unless bf16 ran in PyTorch on CPU, else ``max_rel_diff`` (backbone
+  outputs under bf16 autocast vs fp32, same weights and input) and ``compared`` (str)
+* ``export_check``: null with backend pytorch, else ``max_rel_diff`` (the runtime's outputs at
+  the precision that ran vs the PyTorch backbone in fp32), ``fp32_max_rel_diff`` (OpenVINO bf16
+  only: the same file run in f32), ``runtime_threads`` and ``compared`` (str)
 * ``timed_model``: ``deployed`` (bool), ``backbone_batchnorm_layers`` (BatchNorm modules left in
   the timed backbone), ``memory_format`` ('channels_last' | 'contiguous': what --channels-last
   did to the weights and input), ``backbone_layout`` ('channels_last' | 'contiguous' | 'mixed' |
@@ -100,7 +107,9 @@ applicable):
   shares of ``op_ms_per_iter`` summing to 1), ``top_ops`` (the 10 largest as ``op``, ``category``,
   ``ms_per_iter``; ``op`` is the outermost recognised op the time was charged to)
 
-Keys were only ever added to schema 1 (``settings.real_images``, ``settings.profile``,
+Keys were only ever added to schema 1 (``settings.precision``, ``settings.precision_requested``,
+``settings.precision_note``, ``settings.backend``, ``precision_check``, ``export_check``,
+``settings.real_images``, ``settings.profile``,
 ``real_images``, ``profile``, ``timed_model.backbone_layout``,
 ``timed_model.conv_inputs_channels_last``); a reader of older files should treat them as absent =
 off.
@@ -109,12 +118,15 @@ off.
 from .core import MACS_COUNTER, SCHEMA_VERSION, benchmark, run_benchmark
 from .inputs import (backbone_layout, build_detector, conv_input_layouts, deploy_model,
                      find_test_scale, load_test_batches, make_batch, max_rel_diff)
+from ...engine.precision import PRECISIONS, autocast_context, cpu_bf16_support, resolve_precision
 from .profile import PROFILE_CATEGORIES, categorize_events, op_category, profile_ops
 from .report import dump_json, format_table
-from .settings import BenchmarkSettings
+from .settings import BACKENDS, BenchmarkSettings
 from .timing import cpu_name, matmul_peak_gflops, summarize, time_fn
 
 __all__ = ['MACS_COUNTER', 'SCHEMA_VERSION', 'benchmark', 'run_benchmark', 'BenchmarkSettings',
+           'BACKENDS', 'PRECISIONS', 'autocast_context', 'cpu_bf16_support',
+           'resolve_precision',
            'backbone_layout', 'build_detector', 'conv_input_layouts', 'deploy_model',
            'find_test_scale', 'load_test_batches', 'make_batch', 'max_rel_diff',
            'PROFILE_CATEGORIES', 'categorize_events', 'op_category', 'profile_ops', 'dump_json',

@@ -1,15 +1,18 @@
 """One benchmark run: deploy and check a copy of the model, time the chosen unit, count its cost."""
 import collections
-import contextlib
 import copy
 import dataclasses
 import itertools
+import os
+import sys
+import tempfile
 from typing import List, Optional
 
 import torch
 from torch import nn
 
 from ..complexity import count_macs, count_params
+from ...engine.precision import TORCH_DTYPE_NAMES, autocast_context, resolve_precision
 from .inputs import (backbone_layout, build_detector, conv_input_layouts, count_bn, deploy_model,
                      find_test_scale, in_channels_of, load_test_batches, make_batch, max_rel_diff)
 from .profile import profile_ops
@@ -61,7 +64,12 @@ def _benchmark(model, s: BenchmarkSettings, batches, images_info, source):
     model = model.eval()
     if getattr(model, 'backbone', None) is None:
         raise ValueError(f'{type(model).__name__} has no .backbone; pass a detector')
-    batch_size, device, fp16 = s.batch_size, s.device, s.fp16
+    batch_size, device = s.batch_size, s.device
+    precision, precision_note = resolve_precision(s.precision, device, warn=False)
+    if precision != s.precision:  # bf16 without native support: fp32, said in one line
+        print(f'warning: {precision_note}', file=sys.stderr)
+    fp16 = precision == 'fp16'
+    dtype = TORCH_DTYPE_NAMES[precision]
     mode = 'backbone_only' if s.backbone_only else 'test_step'
     real = batches is not None
     if not real:
@@ -98,6 +106,18 @@ def _benchmark(model, s: BenchmarkSettings, batches, images_info, source):
     macs = count_macs(timed.backbone, (1, x.shape[1], shape[0], shape[1]), conv_linear_only=True)
     params = dict(model=count_params(timed), backbone=count_params(timed.backbone))
 
+    # the accuracy of reduced precision: backbone outputs under autocast vs fp32 (CPU)
+    precision_check = None
+    if precision == 'bf16' and s.backend == 'pytorch' and device == 'cpu':
+        with torch.no_grad():
+            ref = timed.backbone(x)
+            with autocast_context('bf16', 'cpu'):
+                low = timed.backbone(x)
+        precision_check = dict(
+            max_rel_diff=max_rel_diff(ref, low),
+            compared=f'backbone outputs under bf16 autocast vs fp32, same weights, one '
+                     f'{x.shape[0]}x{x.shape[1]}x{shape[0]}x{shape[1]} preprocessed input, CPU')
+
     # device, memory format, dtype
     timed = timed.to(device)
     memory_format = torch.channels_last if s.channels_last else torch.contiguous_format
@@ -106,15 +126,49 @@ def _benchmark(model, s: BenchmarkSettings, batches, images_info, source):
     images = (f'{batch_size} real test image(s) per iteration (a different batch each time, '
               'decoded and resized before timing)' if real else
               f'{batch_size} uint8 {shape[0]}x{shape[1]} image(s)')
-    if s.backbone_only:
+    export_check = None
+    workdir = None
+    if s.backend != 'pytorch':
+        # here, not at the top: analysis.export builds on this package's inputs module
+        from ..export import check_export, export_model, load_runtime, prepare_for_export
+        fmt = 'onnx' if s.backend == 'onnxruntime' else 'openvino'
+        module = prepare_for_export(timed, backbone_only=True, deploy=False)  # deployed above
+        workdir = tempfile.TemporaryDirectory(prefix='mmlightbb-bench-')
+        path = export_model(module, x, os.path.join(
+            workdir.name, 'backbone.onnx' if fmt == 'onnx' else 'backbone.xml'), fmt)
+        runtime_threads = s.threads or threads_used
+        run = load_runtime(path, fmt, runtime_threads, precision)  # session creation, untimed
+        with torch.no_grad():
+            ref = module(x)
+        export_check = dict(
+            max_rel_diff=max_rel_diff(ref, [torch.from_numpy(o) for o in run(x.numpy())]),
+            fp32_max_rel_diff=(check_export(module, path, fmt, x) if precision != 'fp32'
+                               else None),
+            runtime_threads=runtime_threads,
+            compared=f'{s.backend} ({precision}) vs the PyTorch backbone (fp32) on one '
+                     f'{x.shape[0]}x{x.shape[1]}x{shape[0]}x{shape[1]} preprocessed input; the '
+                     'exported graph is deployed, NCHW, ONNX opset 17')
+        arrays = [t.contiguous().numpy() for t in xs]
+        feed = itertools.cycle(arrays)
+        fn = lambda: run(next(feed))  # noqa: E731
+        unit = (f'{s.backend} session.run on a {batch_size}x{x.shape[1]}x{shape[0]}x{shape[1]} '
+                f'{dtype} array already normalised (the exported backbone; session creation '
+                f'and warm-up not timed; {runtime_threads} runtime threads)')
+    elif s.backbone_only:
         xins = [t.to(device).contiguous(memory_format=memory_format) for t in xs]
         if fp16:
             timed = timed.half()
             xins = [t.half() for t in xins]
         backbone, feed = timed.backbone, itertools.cycle(xins)
-        fn = lambda: backbone(next(feed))  # noqa: E731
+        if precision == 'bf16':
+            def fn():
+                with autocast_context('bf16', device):
+                    return backbone(next(feed))
+        else:
+            fn = lambda: backbone(next(feed))  # noqa: E731
         unit = (f'model.backbone(x) on a {batch_size}x{x.shape[1]}x{shape[0]}x{shape[1]} '
-                f'{s.dtype} tensor already normalised and on {device}'
+                f'{"bfloat16 autocast, float32" if precision == "bf16" else dtype} tensor '
+                f'already normalised and on {device}'
                 + (f' (the preprocessed {images})' if real else ''))
     else:
         if s.channels_last:  # the preprocessor stacks NCHW-contiguous; hand the backbone NHWC
@@ -126,24 +180,28 @@ def _benchmark(model, s: BenchmarkSettings, batches, images_info, source):
                                 for b in batches])
 
         def fn():
-            if fp16:
-                with torch.autocast('cuda', dtype=torch.float16):
-                    return timed.test_step(dict(next(feed)))
-            return timed.test_step(dict(next(feed)))
+            with autocast_context(precision, device):
+                return timed.test_step(dict(next(feed)))
         unit = (f'model.test_step(batch) = data_preprocessor + backbone + neck + head + '
                 f'post-processing/NMS on {images} already on {device}'
-                + (' (fp16 autocast)' if fp16 else ''))
+                + (f' ({precision} autocast)' if precision != 'fp32' else ''))
 
-    probe = xins[0] if s.backbone_only else x.to(device)  # as the preprocessor hands it over
-    with (torch.autocast('cuda', dtype=torch.float16) if fp16 and not s.backbone_only
-          else contextlib.nullcontext()):
-        layouts = conv_input_layouts(timed.backbone, probe)
+    if s.backend != 'pytorch':  # the exported graph's layout: that of the NCHW module traced
+        layouts = conv_input_layouts(module.module, x)
+    else:
+        probe = xins[0] if s.backbone_only else x.to(device)  # as the preprocessor hands it
+        with autocast_context(precision if not s.backbone_only or precision == 'bf16'
+                              else 'fp32', device):
+            layouts = conv_input_layouts(timed.backbone, probe)
     samples = time_fn(fn, s.iters, s.warmup, device, s.progress)
     latency, fps = summarize(samples, batch_size)
     median_s = latency['median'] / 1000.0
 
     peak = matmul_peak_gflops(device, s.peak_size)
     profile = profile_ops(fn, s.profile_iters, device) if s.profile else None
+    if workdir is not None:
+        del fn, run
+        workdir.cleanup()
     achieved = 2.0 * macs * batch_size / median_s / 1e9 if s.backbone_only else None
     results = dict(
         schema_version=SCHEMA_VERSION,
@@ -152,8 +210,9 @@ def _benchmark(model, s: BenchmarkSettings, batches, images_info, source):
                       cfg_options=source.get('cfg_options'), mode=mode, input_hw=list(shape),
                       batch_size=batch_size, warmup=s.warmup, iters=s.iters,
                       threads=threads_used, device=device, deploy=s.deploy,
-                      channels_last=s.channels_last, dtype=s.dtype, real_images=real,
-                      profile=profile is not None),
+                      channels_last=s.channels_last, dtype=dtype, precision=precision,
+                      precision_requested=s.precision, precision_note=precision_note,
+                      backend=s.backend, real_images=real, profile=profile is not None),
         latency_ms=latency,
         fps=fps,
         params=params,
@@ -164,6 +223,8 @@ def _benchmark(model, s: BenchmarkSettings, batches, images_info, source):
         peak=dict(matmul_gflops=peak, matmul_size=s.peak_size,
                   share=None if achieved is None else achieved / peak),
         deploy_check=deploy_check,
+        precision_check=precision_check,
+        export_check=export_check,
         timed_model=dict(deployed=s.deploy, backbone_batchnorm_layers=count_bn(timed.backbone),
                          memory_format='channels_last' if s.channels_last else 'contiguous',
                          backbone_layout=backbone_layout(*layouts),

@@ -19,7 +19,7 @@ from ...engine import load_config
 from .timing import Progress
 
 __all__ = ['find_test_scale', 'build_detector', 'deploy_model', 'max_rel_diff', 'make_batch',
-           'load_test_batches', 'in_channels_of', 'count_bn', 'conv_input_layouts',
+           'load_test_batches', 'flatten_outputs', 'in_channels_of', 'count_bn', 'conv_input_layouts',
            'backbone_layout']
 
 
@@ -85,19 +85,19 @@ def deploy_model(model: nn.Module) -> nn.Module:
     return model.eval()
 
 
-def _flat(out) -> List[torch.Tensor]:
+def flatten_outputs(out) -> List[torch.Tensor]:
     if isinstance(out, torch.Tensor):
         return [out]
     if isinstance(out, (list, tuple)):
-        return [t for o in out for t in _flat(o)]
+        return [t for o in out for t in flatten_outputs(o)]
     if isinstance(out, dict):
-        return [t for o in out.values() for t in _flat(o)]
+        return [t for o in out.values() for t in flatten_outputs(o)]
     return []
 
 
 def max_rel_diff(ref, out) -> float:
     """Max over outputs of ``max|ref - out| / max|ref|``."""
-    refs, outs = _flat(ref), _flat(out)
+    refs, outs = flatten_outputs(ref), flatten_outputs(out)
     if len(refs) != len(outs) or not refs:
         raise ValueError(f'outputs differ in structure: {len(refs)} vs {len(outs)} tensors')
     worst = 0.0

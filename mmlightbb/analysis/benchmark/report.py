@@ -18,7 +18,8 @@ def format_table(res: dict) -> str:
            f"b{s['batch_size']} "
            f"threads={s['threads']} {s['device']} "
            f"deploy={'on' if s['deploy'] else 'off'} "
-           f"channels_last={channels_last} {s['dtype']}")
+           f"channels_last={channels_last} {s['dtype']}"
+           + (f" backend={s['backend']}" if s.get('backend', 'pytorch') != 'pytorch' else ''))
     lat = res['latency_ms']
     rows = [(f'latency {k}', f"{lat[k]:.3f} ms") for k in ('median', 'mean', 'p90', 'min',
                                                              'max', 'std')]
@@ -37,6 +38,15 @@ def format_table(res: dict) -> str:
         if res['deploy_check']['neck_max_rel_diff'] is not None:
             rows.append(('deploy max rel diff (neck)',
                          f"{res['deploy_check']['neck_max_rel_diff']:.3e}"))
+    pc = res.get('precision_check')
+    if pc is not None:
+        rows.append((f"{s['precision']} vs fp32 max rel diff", f"{pc['max_rel_diff']:.3e}"))
+    ec = res.get('export_check')
+    if ec is not None:
+        rows.append((f"{s['backend']} vs PyTorch max rel diff", f"{ec['max_rel_diff']:.3e}"))
+        if ec.get('fp32_max_rel_diff') is not None:
+            rows.append((f"{s['backend']} fp32 vs PyTorch max rel diff",
+                         f"{ec['fp32_max_rel_diff']:.3e}"))
     prof = res['profile']
     if prof is not None:
         for cat, entry in prof['categories'].items():
@@ -49,6 +59,8 @@ def format_table(res: dict) -> str:
     lines = [f"timed unit ({s['mode']}): {res['timed_unit']}",
              f"warm-up {s['warmup']} (discarded), timed {s['iters']}; "
              f"torch threads {s['threads']}; MACs: {res['macs']['counter']}"]
+    if s.get('precision_note') and s['precision_note'] != s['precision']:
+        lines.append(f"precision: {s['precision_note']}")
     if prof is not None:
         lines.append(f"profile: {prof['time']} per operator type over {prof['iters']} extra "
                      'iterations after the timed ones (not in the latency numbers); ms per '

@@ -4,7 +4,11 @@ from typing import Optional, Tuple
 
 import torch
 
-__all__ = ['BenchmarkSettings']
+from ...engine.precision import PRECISIONS, TORCH_DTYPE_NAMES, resolve_precision
+
+__all__ = ['BenchmarkSettings', 'BACKENDS']
+
+BACKENDS = ('pytorch', 'onnxruntime', 'openvino')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -14,6 +18,11 @@ class BenchmarkSettings:
     ``shape`` is (H, W) of the synthetic batch (None: the config's test scale, or the real
     images' size with ``real_images``). Making one raises ValueError naming the first bad
     setting, so nothing is built or timed with a bad one; :func:`dataclasses.replace` re-checks.
+
+    ``precision`` is 'fp32', 'bf16' (autocast; CPUs with native bf16, else it runs fp32 with a
+    warning) or 'fp16' (CUDA autocast); ``fp16=True`` is the older spelling of
+    ``precision='fp16'``. ``backend`` 'onnxruntime' / 'openvino' times the exported (ONNX) backbone
+    in that runtime instead of PyTorch (backbone-only, CPU).
     """
     shape: Optional[Tuple[int, int]] = None
     batch_size: int = 1
@@ -25,6 +34,8 @@ class BenchmarkSettings:
     deploy: bool = False
     channels_last: bool = False
     fp16: bool = False
+    precision: str = 'fp32'
+    backend: str = 'pytorch'
     real_images: bool = False
     profile: bool = False
     profile_iters: int = 3
@@ -50,9 +61,36 @@ class BenchmarkSettings:
         if self.device == 'cuda' and not torch.cuda.is_available():
             raise ValueError('device cuda requested but torch.cuda.is_available() is False '
                              f'(torch {torch.__version__}); use --device cpu')
-        if self.fp16 and self.device != 'cuda':
-            raise ValueError('--fp16 is CUDA only (CPU half-precision convs are slow emulation '
-                             'and not a meaningful latency); use --device cuda or drop --fp16')
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got "
+                             f'{self.precision!r}')
+        if self.fp16:  # the older flag: an alias of precision='fp16'
+            if self.precision not in ('fp32', 'fp16'):
+                raise ValueError(f'--fp16 and --precision {self.precision} exclude each other; '
+                                 'use --precision alone')
+            object.__setattr__(self, 'precision', 'fp16')
+        object.__setattr__(self, 'fp16', self.precision == 'fp16')
+        if self.precision == 'fp16':
+            resolve_precision('fp16', self.device)  # raises on CPU
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got "
+                             f'{self.backend!r}')
+        if self.backend != 'pytorch':
+            if not self.backbone_only:
+                raise ValueError(f'--backend {self.backend} times the exported backbone: add '
+                                 '--backbone-only (tools/export.py exports whole detectors)')
+            if self.device != 'cpu':
+                raise ValueError(f'--backend {self.backend} runs on the CPU here; use --device cpu')
+            if not self.deploy:
+                raise ValueError(f'--backend {self.backend} times the deployed export (what '
+                                 'tools/export.py writes): add --deploy')
+            for flag, on in (('--profile', self.profile), ('--real-images', self.real_images),
+                             ('--channels-last', self.channels_last)):
+                if on:
+                    raise ValueError(f'{flag} is for --backend pytorch only')
+            if self.backend == 'onnxruntime' and self.precision != 'fp32':
+                raise ValueError('--backend onnxruntime runs the fp32 ONNX graph; use --precision '
+                                 'fp32 (bf16: --backend openvino or pytorch)')
         if self.profile and not _is_count(self.profile_iters, 1):
             raise ValueError(f'profile iters must be an int >= 1, got {self.profile_iters!r}')
         if self.real_images and self.shape is not None:
@@ -61,7 +99,8 @@ class BenchmarkSettings:
 
     @property
     def dtype(self) -> str:
-        return 'float16' if self.fp16 else 'float32'
+        """The requested compute dtype (the result's ``settings.dtype`` says what ran)."""
+        return TORCH_DTYPE_NAMES[self.precision]
 
 
 def _is_count(value, minimum: int) -> bool:

@@ -65,7 +65,10 @@ class MLPBlock(nn.Module):
         """Deployed (BN folded), inference, NHWC input: :meth:`_forward_matmuls` applies."""
         return (not self.training and self.layer_scale is None
                 and isinstance(self.mlp[1], nn.Identity)
-                and x.is_contiguous(memory_format=torch.channels_last))
+                and x.is_contiguous(memory_format=torch.channels_last)
+                # an exported graph gets the plain convs (runtimes optimise those themselves;
+                # a 1x1 map is channels_last and NCHW at once)
+                and not torch.onnx.is_in_onnx_export())
 
     def _forward_matmuls(self, x: torch.Tensor) -> torch.Tensor:
         """The deployed block on an NHWC map as three GEMMs, without the PConv concat.
@@ -87,7 +90,11 @@ class MLPBlock(nn.Module):
         mixed = mixed.permute(0, 2, 3, 1).reshape(n * h * w, k)
         expand, project = self.mlp[0], self.mlp[3]
         w1 = expand.weight.view(expand.out_channels, c)
-        hidden = torch.addmm(expand.bias, rows[:, k:], w1[:, k:].t()).addmm_(mixed, w1[:, :k].t())
+        hidden = torch.addmm(expand.bias, rows[:, k:], w1[:, k:].t())
+        # under autocast the out-of-place addmm above runs (and returns) in the autocast dtype,
+        # but the in-place addmm_ is not autocast: its operands are cast to ``hidden``'s dtype
+        # here (no-ops in fp32), else bf16 meets fp32 weights ("must have the same dtype")
+        hidden.addmm_(mixed.to(hidden.dtype), w1[:, :k].t().to(hidden.dtype))
         hidden = self.mlp[2](hidden)
         out = torch.addmm(rows, hidden, project.weight.view(c, -1).t())
         return out.view(n, h, w, c).permute(0, 3, 1, 2)

@@ -1,0 +1,198 @@
+"""tools/export.py and mmlightbb.analysis.export: every backbone family (small custom archs)
+exported deployed and NCHW to ONNX and OpenVINO IR, run in onnxruntime / OpenVINO (CPU, fp32)
+with outputs equal to PyTorch's (relative 1e-4, measured ~1e-6); FasterNet's deployed block
+exported as convs (no GEMM layout); dynamic H/W; atomic writes; the CLI, and its one-line errors
+for an unknown format, a missing runtime package and a checkpoint that does not fit the config."""
+import os
+import os.path as osp
+import sys
+
+import pytest
+import torch
+
+import mmlightbb  # noqa: F401
+from mmlightbb.analysis import export as ex
+from mmlightbb.analysis.benchmark import max_rel_diff
+from mmlightbb.models.backbones import BACKBONES
+from mmlightbb.models.layers import randomize_bn_stats
+
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+from test_backbone_contract import CUSTOM_ARCHS, build  # noqa: E402
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+TINY_CFG = osp.join(REPO, 'configs', 'yolox_fasternet_t0_tiny.py')
+RTOL = 1e-4
+ARCHS = [pytest.param(name, arch, id=f'{name}-{arch}')
+         for name in BACKBONES for arch in CUSTOM_ARCHS[name]]
+pytest.importorskip('onnx')
+
+
+def _backbone(name, arch):
+    torch.manual_seed(0)
+    model = build(name, arch)
+    randomize_bn_stats(model, 0)
+    return model.eval()
+
+
+@pytest.mark.parametrize('name, arch', ARCHS)
+@pytest.mark.parametrize('fmt', ex.FORMATS)
+def test_every_backbone_exports_and_runs_equal(name, arch, fmt, tmp_path):
+    pytest.importorskip('onnxruntime' if fmt == 'onnx' else 'openvino')
+    model = _backbone(name, arch)
+    x = torch.randn(1, 3, 64, 64)
+    module = ex.prepare_for_export(model)
+    path = ex.export_model(module, x, str(tmp_path / ('m.onnx' if fmt == 'onnx' else 'm.xml')),
+                           fmt)
+    assert ex.check_export(module, path, fmt, x) <= RTOL
+    with torch.no_grad():  # and equal to the original (training-form, channels_last) backbone
+        ref = model(x)
+    outs = ex.load_runtime(path, fmt, threads=1)(x.numpy())
+    assert max_rel_diff(ref, [torch.from_numpy(o) for o in outs]) <= RTOL
+    assert sorted(os.listdir(tmp_path)) == (['m.onnx'] if fmt == 'onnx' else ['m.bin', 'm.xml'])
+
+
+def test_fasternet_exports_as_plain_convs(tmp_path):
+    import onnx
+    model = _backbone('FasterNet', 'custom')
+    path = ex.export_onnx(ex.prepare_for_export(model), torch.randn(1, 3, 32, 32),
+                          str(tmp_path / 'f.onnx'))  # 32 px: a 1x1 last map, NCHW and NHWC
+    nodes = onnx.load(path).graph.node
+    ops = {node.op_type for node in nodes}
+    assert 'Conv' in ops and not ops & {'MatMul', 'Gemm', 'Transpose'}, ops
+    # every block's BN folded; left: the output norms after each stage's residual sum (no conv
+    # to fold them into; a runtime applies them as one scale + shift)
+    bns = [node.name for node in nodes if node.op_type == 'BatchNormalization']
+    assert bns == [f'/module/norm{i}/BatchNormalization' for i in (0, 2, 4, 6)]
+    # the model given is untouched: still channels_last on CPU, its GEMM path still runs
+    assert model.cpu_channels_last
+
+
+def test_dynamic_height_width(tmp_path):
+    pytest.importorskip('onnxruntime')
+    module = ex.prepare_for_export(_backbone('ConvNeXt', 'custom'))
+    path = ex.export_onnx(module, torch.randn(1, 3, 64, 64), str(tmp_path / 'd.onnx'),
+                          dynamic=True)
+    run = ex.load_runtime(path, 'onnx')
+    x = torch.randn(1, 3, 96, 128)
+    with torch.no_grad():
+        ref = module(x)
+    outs = run(x.numpy())
+    assert [tuple(o.shape) for o in outs] == [tuple(r.shape) for r in ref]
+    assert max_rel_diff(ref, [torch.from_numpy(o) for o in outs]) <= RTOL
+
+
+def test_failed_export_leaves_no_file(tmp_path, monkeypatch):
+    module = ex.prepare_for_export(_backbone('FasterNet', 'custom'))
+    target = tmp_path / 'old.onnx'
+    target.write_bytes(b'previous export')
+
+    def half_written(model, args, f, **kwargs):
+        with open(f, 'wb') as fh:
+            fh.write(b'partial')
+        raise RuntimeError('exporter crashed')
+    monkeypatch.setattr(torch.onnx, 'export', half_written)
+    with pytest.raises(RuntimeError, match='exporter crashed'):
+        ex.export_onnx(module, torch.randn(1, 3, 32, 32), str(target))
+    assert os.listdir(tmp_path) == ['old.onnx'] and target.read_bytes() == b'previous export'
+
+
+def test_unknown_format_and_bad_paths(tmp_path):
+    module = ex.prepare_for_export(_backbone('FasterNet', 'custom'))
+    with pytest.raises(ex.ExportError, match="unknown export format 'tflite'"):
+        ex.export_model(module, torch.randn(1, 3, 32, 32), str(tmp_path / 'm'), 'tflite')
+    with pytest.raises(ex.ExportError, match='ends in .xml'):
+        ex.export_openvino(module, torch.randn(1, 3, 32, 32), str(tmp_path / 'm.onnx'))
+
+
+def test_missing_runtime_package_is_one_line(monkeypatch):
+    monkeypatch.setitem(sys.modules, 'openvino', None)  # import openvino -> ImportError
+    with pytest.raises(ex.ExportError, match=r"package 'openvino' is not installed.*pip install "
+                       'openvino'):
+        ex.require('openvino')
+
+
+def _run_tool(argv, capsys):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('mmlightbb_export_tool',
+                                                  osp.join(REPO, 'tools', 'export.py'))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    code = None
+    try:
+        tool.main(argv)
+    except SystemExit as exit_:
+        code = exit_.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_tool_exports_the_detector_and_checks_it(tmp_path, capsys):
+    pytest.importorskip('onnxruntime')
+    out = str(tmp_path / 'det.onnx')
+    code, stdout, _ = _run_tool([TINY_CFG, '--format', 'onnx', '--shape', '64', '64',
+                                 '--out', out], capsys)
+    assert code is None and osp.isfile(out)
+    assert 'detector (raw head outputs, no NMS)' in stdout
+    diff = float(stdout.split('max relative difference ')[1].split()[0])
+    assert diff <= RTOL
+
+
+def test_tool_errors_are_one_line(tmp_path, capsys, monkeypatch):
+    code, _, err = _run_tool([TINY_CFG, '--format', 'tflite'], capsys)
+    assert code == 2 and "unknown --format 'tflite'; choose one of onnx, openvino" in err
+
+    monkeypatch.setitem(sys.modules, 'onnxruntime', None)
+    code, _, _ = _run_tool([TINY_CFG, '--format', 'onnx', '--backbone-only'], capsys)
+    assert isinstance(code, str) and code.startswith('error: ') and '\n' not in code
+    assert "'onnxruntime' is not installed" in code
+    monkeypatch.delitem(sys.modules, 'onnxruntime')
+
+    # a checkpoint of a different model: one line naming the mismatch, no file written
+    model, _ = ex.build_for_export(TINY_CFG)
+    state = model.state_dict()
+    state['backbone.unexpected.weight'] = torch.zeros(1)
+    state.pop(next(k for k in state if k.startswith('neck.')))
+    ckpt = str(tmp_path / 'other.pth')
+    torch.save(dict(state_dict=state), ckpt)
+    out = str(tmp_path / 'x.onnx')
+    code, _, _ = _run_tool([TINY_CFG, ckpt, '--format', 'onnx', '--out', out], capsys)
+    assert isinstance(code, str) and code.startswith('error: checkpoint') and '\n' not in code
+    assert 'does not fit' in code and 'backbone.unexpected.weight' in code
+    assert not osp.exists(out)
+
+    code, _, _ = _run_tool([TINY_CFG, str(tmp_path / 'nope.pth'), '--format', 'onnx'], capsys)
+    assert code == f"error: checkpoint not found: {str(tmp_path / 'nope.pth')!r}"
+
+
+@pytest.mark.parametrize('fmt', ex.FORMATS)
+def test_yolox_with_nms_gives_mmdets_detections(fmt, tmp_path):
+    """Box decoding + class-aware NMS in the graph: the runtime's detections equal mmdet's
+    ``predict`` (rescale=False) on the same image: same count, boxes, scores and labels."""
+    import copy
+
+    from mmlightbb.analysis.benchmark import make_batch
+    pytest.importorskip('onnxruntime' if fmt == 'onnx' else 'openvino')
+    torch.manual_seed(0)
+    model, _ = ex.build_for_export(TINY_CFG)
+    for conv in model.bbox_head.multi_level_conv_obj:  # objectness high: many boxes reach NMS
+        conv.bias.data.fill_(2.0)
+    det = ex.prepare_for_export(model, backbone_only=False).module
+    wrap = ex.YOLOXDetections(det, (96, 96)).eval()
+    with torch.no_grad():
+        data = det.data_preprocessor(copy.copy(make_batch(1, (96, 96))), False)
+        x = data['inputs']
+        ref = det.predict(x, data['data_samples'], rescale=False)[0].pred_instances
+    path = ex.export_model(wrap, x, str(tmp_path / ('d.onnx' if fmt == 'onnx' else 'd.xml')), fmt)
+    dets, labels = ex.load_runtime(path, fmt)(x.numpy())
+    order = torch.argsort(ref.scores, descending=True)
+    assert 50 < len(ref.scores) == dets.shape[0] == labels.shape[0]
+    assert max_rel_diff(ref.bboxes[order], torch.from_numpy(dets[:, :4])) <= RTOL
+    assert max_rel_diff(ref.scores[order], torch.from_numpy(dets[:, 4])) <= RTOL
+    assert (torch.from_numpy(labels) == ref.labels[order]).all()
+
+
+def test_with_nms_needs_a_yolox_head():
+    model, _ = ex.build_for_export(TINY_CFG)
+    model.bbox_head.__class__ = type('RetinaHead', (type(model.bbox_head), ), {})
+    with pytest.raises(ex.ExportError, match='--with-nms exports YOLOX detectors'):
+        ex.YOLOXDetections(model, (64, 64))

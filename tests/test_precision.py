@@ -1,0 +1,249 @@
+"""bf16 on CPU: every backbone (small custom archs) runs under ``torch.autocast('cpu', bf16)`` in
+training form, deployed form and in train mode, within a stated tolerance of fp32; a bf16 training
+step (backbone, and a whole YOLOX detector through ``CPUBF16OptimWrapper``) has a finite loss and
+finite gradients; the precision settings of the benchmark, tools/test.py and tools/train.py.
+
+Tolerance: bf16 keeps 8 significant bits (relative rounding 2^-9 = 2e-3 per op); through a whole
+backbone the max relative difference of the outputs (``max|fp32 - bf16| / max|fp32|``) measured
+0.6e-2 to 1.2e-2 on the custom archs, so ``BF16_RTOL = 3e-2``. Outputs are compared in eval
+mode: in train mode BN normalises by batch statistics, which on the tiny test maps (2x2 in the last
+stage, 8 values per channel at batch 2) amplify the bf16 rounding to 0.1-0.4 there, so the training
+step is checked for finite loss and gradients instead. Skipped, with the reason, on CPUs
+without native bf16 (avx512_bf16 / amx_bf16).
+"""
+import argparse
+import dataclasses
+import os.path as osp
+import sys
+
+import pytest
+import torch
+
+import mmlightbb  # noqa: F401
+from mmlightbb.analysis import benchmark as bm
+from mmlightbb.engine.precision import (CPUBF16OptimWrapper, autocast_context, cpu_bf16_support,
+                                        resolve_precision)
+from mmlightbb.models.backbones import BACKBONES
+from mmlightbb.models.layers import randomize_bn_stats
+
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+from test_backbone_contract import CUSTOM_ARCHS, build, loss_of  # noqa: E402
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+BF16_RTOL = 3e-2
+NATIVE, REASON = cpu_bf16_support()
+needs_bf16 = pytest.mark.skipif(not NATIVE, reason=f'no native bf16 on this CPU: {REASON}')
+ARCHS = [pytest.param(name, arch, id=f'{name}-{arch}')
+         for name in BACKBONES for arch in CUSTOM_ARCHS[name]]
+
+
+def _same_structure_close(ref, out, tol=BF16_RTOL):
+    assert len(ref) == len(out)
+    for r, o in zip(ref, out):
+        assert r.shape == o.shape
+        assert torch.isfinite(o).all()
+        diff = bm.max_rel_diff(r, o)
+        assert diff <= tol, f'bf16 vs fp32 max relative difference {diff:.2e} > {tol}'
+
+
+@needs_bf16
+@pytest.mark.parametrize('name, arch', ARCHS)
+def test_bf16_inference_train_and_deploy_forms_close_to_fp32(name, arch):
+    torch.manual_seed(0)
+    model = build(name, arch)
+    randomize_bn_stats(model, 0)
+    model.eval()
+    x = torch.randn(1, 3, 64, 64)
+    for form in ('train form', 'deployed'):
+        if form == 'deployed':
+            model.switch_to_deploy()
+        with torch.no_grad():
+            ref = model(x)
+            with autocast_context('bf16', 'cpu'):
+                out = model(x)
+        _same_structure_close(ref, out)
+
+
+@needs_bf16
+@pytest.mark.parametrize('name, arch', ARCHS)
+def test_bf16_training_step_of_every_backbone(name, arch):
+    torch.manual_seed(0)
+    model = build(name, arch).train()
+    x = torch.randn(2, 3, 64, 64)
+    with autocast_context('bf16', 'cpu'):
+        loss = loss_of(model(x))
+    loss.backward()
+    assert torch.isfinite(loss)
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert any(g is not None for g in grads)
+    assert all(g is None or (g.dtype == torch.float32 and torch.isfinite(g).all()) for g in grads)
+
+
+def test_fasternet_deployed_gemm_path_under_autocast_has_one_dtype():
+    """The deployed CPU GEMM block (``MLPBlock._forward_matmuls``) used to fail under bf16
+    autocast: its in-place ``addmm_`` got a bf16 and an fp32 operand."""
+    model = build('FasterNet').eval()
+    model.switch_to_deploy()
+    x = torch.randn(1, 3, 64, 64)
+    seen = []
+    for m in model.modules():
+        if type(m).__name__ == 'MLPBlock':
+            m.register_forward_hook(lambda mod, args, out: seen.append(
+                mod._runs_as_matmuls(args[0])))
+    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
+        outs = model(x)
+    assert seen and all(seen), 'the GEMM path did not run'
+    assert all(o.dtype == torch.bfloat16 for o in outs)
+
+
+def test_resolve_precision():
+    assert resolve_precision('fp32') == ('fp32', 'fp32')
+    with pytest.raises(ValueError, match='fp16 is CUDA only'):
+        resolve_precision('fp16', 'cpu')
+    with pytest.raises(ValueError, match='precision must be one of'):
+        resolve_precision('int8')
+    ran, note = resolve_precision('bf16', 'cpu', warn=False)
+    assert ran == ('bf16' if NATIVE else 'fp32') and (REASON in note)
+
+
+def test_bf16_falls_back_to_fp32_with_one_warning_without_native_support(monkeypatch):
+    from mmlightbb.engine import precision
+    monkeypatch.setattr(precision, 'cpu_bf16_support', lambda: (False, 'no avx512_bf16'))
+    with pytest.warns(RuntimeWarning, match='bf16 requested but not native here'):
+        assert precision.resolve_precision('bf16', 'cpu')[0] == 'fp32'
+
+
+def test_settings_precision_and_fp16_alias():
+    s = bm.BenchmarkSettings(precision='bf16')
+    assert s.precision == 'bf16' and s.dtype == 'bfloat16' and not s.fp16
+    assert dataclasses.replace(s, precision='fp32').dtype == 'float32'
+    with pytest.raises(ValueError, match='fp16 is CUDA only'):
+        bm.BenchmarkSettings(fp16=True)
+    with pytest.raises(ValueError, match='exclude each other'):
+        bm.BenchmarkSettings(fp16=True, precision='bf16')
+    with pytest.raises(ValueError, match='precision must be one of'):
+        bm.BenchmarkSettings(precision='half')
+
+
+@needs_bf16
+def test_benchmark_bf16_states_its_accuracy():
+    from test_benchmark import FAST, TinyDet
+    res = bm.benchmark(TinyDet(), shape=(64, 64), backbone_only=True, deploy=True,
+                       precision='bf16', warmup=1, iters=2, **FAST)
+    s = res['settings']
+    assert (s['precision'], s['precision_requested'], s['dtype']) == ('bf16', 'bf16', 'bfloat16')
+    assert 0 < res['precision_check']['max_rel_diff'] <= BF16_RTOL
+    assert 'bf16 vs fp32 max rel diff' in bm.format_table(res)
+
+
+def test_benchmark_bf16_without_native_support_runs_fp32(monkeypatch, capsys):
+    from test_benchmark import FAST, TinyDet
+
+    from mmlightbb.engine import precision
+    monkeypatch.setattr(precision, 'cpu_bf16_support', lambda: (False, 'no avx512_bf16'))
+    res = bm.benchmark(TinyDet(), shape=(64, 64), backbone_only=True, precision='bf16',
+                       warmup=0, iters=1, **FAST)
+    assert res['settings']['precision'] == 'fp32' and res['settings']['dtype'] == 'float32'
+    assert res['settings']['precision_requested'] == 'bf16' and res['precision_check'] is None
+    err = capsys.readouterr().err
+    assert 'warning: bf16 requested but not native here (no avx512_bf16); running fp32' in err
+
+
+def _tool(path, name):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(name, osp.join(REPO, 'tools', path))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_test_tool_precision_sets_the_test_loop(monkeypatch):
+    from mmengine.config import Config
+    tool = _tool('test.py', 'mmlightbb_test_tool')
+    cfg = Config(dict(test_cfg=dict(type='TestLoop')))
+    assert tool.set_test_precision(cfg, 'fp32') == 'fp32' and 'fp16' not in cfg.test_cfg
+    ran = tool.set_test_precision(cfg, 'bf16')
+    assert ran == ('bf16' if NATIVE else 'fp32')
+    assert cfg.test_cfg.get('fp16', False) == NATIVE
+    with pytest.raises(SystemExit, match='fp16 is CUDA only'):
+        tool.set_test_precision(Config(dict(test_cfg=dict(type='TestLoop'))), 'fp16')
+
+
+@needs_bf16
+def test_train_amp_on_cpu_is_bf16_and_a_detector_step_is_finite():
+    from mmengine.config import Config
+    from mmengine.registry import OPTIM_WRAPPERS
+    from mmdet.registry import MODELS
+    from mmdet.structures import DetDataSample
+    from mmengine.structures import InstanceData
+    from mmengine.registry import init_default_scope
+
+    train = _tool('train.py', 'mmlightbb_train_tool')
+    cfg = Config(dict(optim_wrapper=dict(type='OptimWrapper', loss_scale='dynamic',
+                                         optimizer=dict(type='SGD', lr=0.01, momentum=0.9))))
+    assert train.set_amp(cfg) == 'bf16'
+    assert cfg.optim_wrapper.type == 'CPUBF16OptimWrapper' and 'loss_scale' not in cfg.optim_wrapper
+
+    init_default_scope('mmdet')
+    det_cfg = Config.fromfile(osp.join(REPO, 'configs', 'yolox_fasternet_t0_tiny.py'))
+    model = MODELS.build(det_cfg.model).train()
+    wrapper_cls = CPUBF16OptimWrapper
+    assert OPTIM_WRAPPERS.get('CPUBF16OptimWrapper') is wrapper_cls
+    from mmengine.optim import build_optim_wrapper
+    wrapper = build_optim_wrapper(model, cfg.optim_wrapper)  # as the Runner builds it (mmdet)
+    assert type(wrapper) is wrapper_cls
+    torch.manual_seed(0)
+    inputs, samples = [], []
+    for _ in range(2):
+        inputs.append(torch.randint(0, 256, (3, 96, 96), dtype=torch.uint8))
+        sample = DetDataSample(metainfo=dict(img_shape=(96, 96), ori_shape=(96, 96),
+                                             pad_shape=(96, 96), batch_input_shape=(96, 96),
+                                             scale_factor=(1.0, 1.0)))
+        sample.gt_instances = InstanceData(bboxes=torch.tensor([[10., 12., 60., 70.]]),
+                                           labels=torch.tensor([0]))
+        samples.append(sample)
+    from mmengine.logging import MessageHub
+    MessageHub.get_current_instance().update_info('iter', 0)  # YOLOX's batch resize reads it
+    seen = []
+    model.backbone.register_forward_hook(
+        lambda mod, args, out: seen.append(torch.is_autocast_enabled('cpu')))
+    weights_before = [p.detach().clone() for p in model.parameters()]
+    log = model.train_step(dict(inputs=inputs, data_samples=samples), wrapper)
+    assert seen == [True], 'the forward did not run under autocast'
+    assert all(torch.isfinite(v).all() for v in log.values())
+    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in model.parameters())
+    assert any(not torch.equal(a, p) for a, p in zip(weights_before, model.parameters()))
+
+
+def test_tools_parse_precision_flags():
+    bench = _tool('benchmark.py', 'mmlightbb_bench_tool')
+    argv = sys.argv
+    try:
+        sys.argv = ['benchmark.py', 'cfg.py', '--precision', 'bf16', '--backend', 'openvino']
+        _, args = bench.parse_args()
+    finally:
+        sys.argv = argv
+    assert (args.precision, args.backend, args.fp16) == ('bf16', 'openvino', False)
+    assert isinstance(args, argparse.Namespace)
+
+
+def test_test_tool_hands_the_evaluator_fp32_predictions():
+    """Under autocast the predicted boxes/scores are bf16, which mmdet's metrics cannot
+    ``.numpy()`` ("Got unsupported ScalarType BFloat16")."""
+    from mmdet.structures import DetDataSample
+    from mmengine.structures import InstanceData
+    tool = _tool('test.py', 'mmlightbb_test_tool2')
+
+    class Model:
+        def test_step(self, data):
+            sample = DetDataSample()
+            sample.pred_instances = InstanceData(
+                bboxes=torch.rand(3, 4, dtype=torch.bfloat16), labels=torch.tensor([0, 1, 0]),
+                scores=torch.rand(3, dtype=torch.bfloat16))
+            return [sample]
+    model = Model()
+    tool.fp32_predictions(model)
+    pred = model.test_step({})[0].pred_instances
+    assert pred.bboxes.dtype == pred.scores.dtype == torch.float32
+    assert pred.labels.dtype == torch.int64 and len(pred) == 3
+    pred.scores.numpy()
