@@ -63,6 +63,19 @@ def only_the_chosen_interpreter(tmp_path_factory):
             os.environ[key] = value
 
 
+@pytest.fixture(autouse=True, scope='session')
+def no_downloads():
+    """Tests never download: a config that would fetch official weights fails with one line
+    instead of reaching the network (tests that serve weights on 127.0.0.1 lift this)."""
+    saved = os.environ.get('MMLIGHTBB_OFFLINE')
+    os.environ['MMLIGHTBB_OFFLINE'] = '1'
+    yield
+    if saved is None:
+        os.environ.pop('MMLIGHTBB_OFFLINE', None)
+    else:
+        os.environ['MMLIGHTBB_OFFLINE'] = saved
+
+
 @pytest.fixture(autouse=True)
 def fresh_visualizers():
     """Each test starts as a new process would. mmdet's configs name their visualizer

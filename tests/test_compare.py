@@ -78,6 +78,7 @@ def runs(tmp_path):
     _test_json(fast, '20260102_120000', {'pascal_voc/mAP': 0.45, 'pascal_voc/AP50': 0.45,
                                          'coco/bbox_mAP': 0.2, 'coco/bbox_mAP_50': 0.4})
     _bench(fast, fps=20.0, macs_g=3.0)
+    (fast / 'run.json').write_text(json.dumps(dict(head='yolox', backbone='fasternet:t0')))
     # slow: only val entries of training (no test run yet): the last one
     _scalars_json(slow, '20260101_100000', [0.50, 0.60])
     _bench(slow, fps=5.0, macs_g=10.0)
@@ -110,12 +111,17 @@ def test_table_plots_and_json(runs, tmp_path):
     assert len(rows) == 1 + 4  # header + one per run
     cells = {r.split(' | ')[0][2:]: [c.strip() for c in r.strip('| ').split(' | ')]
              for r in rows[1:]}
-    assert cells['Fast'][2] == '0.4500 (pascal_voc/mAP)' and cells['Fast'][-1] == 'yes'
+    # name | head | backbone | config | mAP (metric) | COCO mAP | FPS | latency | ... | Pareto
+    assert cells['Fast'][1:3] == ['yolox', 'fasternet:t0']  # from run.json
+    assert cells['Slow'][1:3] == ['-', '-']  # a work dir without run.json
+    assert cells['Fast'][4] == '0.4500 (pascal_voc/mAP)' and cells['Fast'][-1] == 'yes'
+    assert cells['Fast'][5] == '0.2000'  # COCO mAP of the same test json
     assert cells['Slow'][-1] == 'yes'  # more mAP, fewer FPS: also on the front
-    assert cells['NoMap'][2] == 'missing' and cells['NoMap'][3] == '30.00'
+    assert cells['NoMap'][4] == 'missing' and cells['NoMap'][6] == '30.00'
+    assert cells['NoMap'][5] == '-'
     assert cells['NoMap'][-1] == '-'  # not plotted, so no Pareto verdict
-    assert cells['NoBench'][2] == '0.5000 (coco/bbox_mAP_50)'
-    assert cells['NoBench'][3:5] == ['missing', 'missing'] and cells['NoBench'][-1] == '-'
+    assert cells['NoBench'][4] == '0.5000 (coco/bbox_mAP_50)'
+    assert cells['NoBench'][6:8] == ['missing', 'missing'] and cells['NoBench'][-1] == '-'
     assert '0.0000' not in md and '| 0.00 |' not in md  # missing is never shown as 0
     assert 'machine: Test CPU @ 1GHz' in md and 'torch: 2.13.0+cpu' in md
     assert 'NoMap: no mAP' in md and 'NoBench: no benchmark.json' in md
@@ -123,6 +129,7 @@ def test_table_plots_and_json(runs, tmp_path):
     saved = json.loads((out / 'compare.json').read_text())
     by_name = {r['name']: r for r in saved['rows']}
     assert by_name['NoMap']['map'] is None and by_name['NoMap']['plotted'] is False
+    assert (by_name['Fast']['head'], by_name['Fast']['coco_map']) == ('yolox', 0.2)
     assert [r['name'] for r in saved['rows'] if r['plotted']] == ['Fast', 'Slow']
     # latency = k x GMACs through the origin over the three benchmarked runs
     lat = {'Fast': 50.0, 'Slow': 200.0, 'NoMap': 1000 / 30}

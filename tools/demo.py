@@ -1,45 +1,61 @@
-"""The main job: train, test and benchmark YOLOX with every backbone on synthetic sonar (CPU).
+"""The main job: every backbone with YOLOX and Cascade R-CNN, trained, tested and benchmarked on
+synthetic side-scan sonar (CPU), compared in one table and plot.
 
     python tools/demo.py [--work-dir work_dirs/demo] [--data data/sonar_synth] [--epochs 8]
-        [--size 160] [--runs yolox_fasternet yolox_s_cspdarknet ...]
+        [--cascade-epochs 2] [--size 160] [--heads yolox cascade] [--backbones fasternet ...]
 
-``make demo`` runs it with the defaults (about 20 minutes on 2 cores); see
-``mmlightbb/analysis/pipeline.py`` for what each step does.
+``make demo`` runs it with the defaults (about 20 minutes on 2 cores). It is
+``tools/compare_backbones.py`` on the synthetic set (made when absent); see
+``mmlightbb/analysis/pipeline.py``. Run it again after an interruption: finished runs are kept.
 """
 import argparse
-import os.path as osp
-
-from mmlightbb.analysis.pipeline import DEMO_RUNS, run_demo
-
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))  # DEMO_RUNS' configs are relative to it
+import os
 
 
 def parse_args():
-    names = [name for name, _ in DEMO_RUNS]
+    from mmlightbb.analysis.pipeline import DEMO_CASCADE_EPOCHS, DEMO_EPOCHS, DEMO_SIZE
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--work-dir', default='work_dirs/demo', help='one sub-dir per run + report/')
+    parser.add_argument('--work-dir', default='work_dirs/demo',
+                        help='one sub-dir per run, data/ and report/')
     parser.add_argument('--data', default='data/sonar_synth',
                         help='synthetic sonar dataset (generated here when absent)')
-    parser.add_argument('--epochs', type=int, default=8, help='training epochs of every run')
-    parser.add_argument('--size', type=int, default=160, help='image, training and test size')
+    parser.add_argument('--epochs', type=int, default=DEMO_EPOCHS,
+                        help=f'training epochs of the YOLOX runs (default {DEMO_EPOCHS})')
+    parser.add_argument('--cascade-epochs', type=int, default=DEMO_CASCADE_EPOCHS,
+                        help=f'training epochs of the Cascade R-CNN runs (default '
+                        f'{DEMO_CASCADE_EPOCHS})')
+    parser.add_argument('--size', type=int, default=DEMO_SIZE,
+                        help='image, training, test and benchmark size')
     parser.add_argument('--num-train', type=int, default=96, help='training images')
     parser.add_argument('--num-val', type=int, default=48, help='test images')
     parser.add_argument('--bench-iters', type=int, default=20, help='timed benchmark iterations')
     parser.add_argument('--threads', type=int, default=2, help='torch threads')
-    parser.add_argument('--runs', nargs='+', choices=names, default=names, metavar='RUN',
-                        help=f'subset of the runs ({", ".join(names)})')
+    parser.add_argument('--heads', nargs='+', default=['yolox', 'cascade'], metavar='HEAD',
+                        help='yolox and/or cascade')
+    parser.add_argument('--backbones', nargs='+', metavar='BACKBONE',
+                        help='family[:arch] or baseline (default: the five mmlightbb backbones '
+                        'and each head\'s baseline)')
     args = parser.parse_args()
-    for name in ('epochs', 'size', 'num_train', 'num_val', 'bench_iters', 'threads'):
+    for name in ('epochs', 'cascade_epochs', 'size', 'num_train', 'num_val', 'bench_iters',
+                 'threads'):
         if getattr(args, name) < 1:
             parser.error(f'--{name.replace("_", "-")} must be >= 1')
     return args
 
 
 def main():
+    os.environ['CUDA_VISIBLE_DEVICES'] = ''  # the demo measures the CPU (before torch is imported)
     args = parse_args()
-    runs = [(name, osp.join(REPO, config)) for name, config in DEMO_RUNS if name in args.runs]
-    run_demo(args.work_dir, args.data, runs, args.epochs, args.size, args.num_train,
-             args.num_val, args.bench_iters, args.threads)
+    from mmlightbb.analysis.comparison import ComparisonError, RunFailures
+    from mmlightbb.analysis.detector_configs import ConfigError
+    from mmlightbb.analysis.pipeline import run_demo
+    from mmlightbb.datasets import DatasetError
+    try:
+        run_demo(args.work_dir, args.data, args.heads, args.backbones, args.epochs,
+                 args.cascade_epochs, args.size, args.num_train, args.num_val, args.bench_iters,
+                 args.threads)
+    except (ComparisonError, ConfigError, DatasetError, RunFailures) as err:
+        raise SystemExit(f'error: {err}') from None
 
 
 if __name__ == '__main__':

@@ -11,6 +11,10 @@ A RUN_DIR is a work dir (``work_dirs/<config>/``) holding:
   validation entry of ``<timestamp>/vis_data/scalars.json`` (one JSON object per line, written
   during training) of the newest run that has one.
 * the speed: ``benchmark.json``, the schema-1 JSON of ``tools/benchmark.py --out``.
+* optionally ``run.json`` (written by ``tools/compare_backbones.py``): the run's ``head`` and
+  ``backbone`` (``family:arch``), shown as their own columns ("-" when a work dir has none).
+
+Besides the chosen mAP the table shows COCO mAP@[.5:.95] (``coco/bbox_mAP``) when the run has it.
 
 Metric: ``--metric`` if given, else the first of :data:`METRIC_PREFERENCE` that the run has; the
 table names the metric of every row. A run without a metric or a benchmark shows "missing" (never
@@ -102,7 +106,12 @@ def load_run(run_dir: str, name: Optional[str] = None, metric: Optional[str] = N
     else:
         notes.append('no benchmark.json (run tools/benchmark.py CONFIG --out '
                      f'{bench_path})')
+    info_path = osp.join(run_dir, 'run.json')
+    info = _read_json(info_path) if osp.isfile(info_path) else {}
+    coco = metrics.get('coco/bbox_mAP') if metrics else None
+    coco = float(coco) if isinstance(coco, (int, float)) and coco >= 0 else None
     row = dict(name=name or osp.basename(osp.normpath(run_dir)), run_dir=run_dir,
+               head=info.get('head'), backbone=info.get('backbone'), coco_map=coco,
                metric=metric_name, map=value, map_source=source if value is not None else None,
                config=None, fps=None, latency_ms=None, backbone_params=None, backbone_macs=None,
                deploy=None, input=None, threads=None, device=None, cpu=None, torch=None)
@@ -181,15 +190,18 @@ def format_markdown(result: dict) -> str:
              f"* torch: {', '.join(result['torch']) or MISSING}",
              '* FPS and latency: tools/benchmark.py (`benchmark.json`); mAP: the newest test '
              'results of tools/test.py, else the last val entry', '',
-             '| name | config | mAP (metric) | FPS | latency median ms | backbone params M | '
-             'backbone MACs G | deploy | input | threads | device | Pareto |',
-             '|---|---|---|---|---|---|---|---|---|---|---|---|']
+             '| name | head | backbone | config | mAP (metric) | COCO mAP | FPS | '
+             'latency median ms | backbone params M | backbone MACs G | deploy | input | threads '
+             '| device | Pareto |',
+             '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|']
     for r in result['rows']:
         map_cell = MISSING if r['map'] is None else f"{r['map']:.4f} ({r['metric']})"
         deploy = None if r['deploy'] is None else ('yes' if r['deploy'] else 'no')
         pareto = '-' if r['pareto'] is None else ('yes' if r['pareto'] else 'no')
         lines.append(' | '.join([
-            f"| {r['name']}", _cell(r['config'] and osp.basename(r['config'])), map_cell,
+            f"| {r['name']}", r.get('head') or '-', r.get('backbone') or '-',
+            _cell(r['config'] and osp.basename(r['config'])), map_cell,
+            '-' if r.get('coco_map') is None else f"{r['coco_map']:.4f}",
             _cell(r['fps'], '{:.2f}'), _cell(r['latency_ms'], '{:.2f}'),
             _cell(r['backbone_params'] and r['backbone_params'] / 1e6, '{:.2f}'),
             _cell(r['backbone_macs'] and r['backbone_macs'] / 1e9, '{:.2f}'), _cell(deploy),
@@ -213,9 +225,18 @@ def _plot(path: str, title: str, xlabel: str, ylabel: str, rows: List[dict], xke
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(7, 5), dpi=100)
     xs, ys = [xkey(r) for r in rows], [ykey(r) for r in rows]
-    ax.scatter(xs, ys, color='tab:blue', zorder=3)
+    heads = list(dict.fromkeys(r.get('head') for r in rows))
+    colors = ['tab:blue', 'tab:green', 'tab:orange', 'tab:purple', 'tab:brown']
+    for k, head in enumerate(heads):
+        pts = [(x, y) for r, x, y in zip(rows, xs, ys) if r.get('head') == head]
+        ax.scatter([p[0] for p in pts], [p[1] for p in pts], color=colors[k % len(colors)],
+                   zorder=3, label=head if head and len(heads) > 1 else None)
+    if len(heads) > 1:
+        ax.legend()
     for r, x, y in zip(rows, xs, ys):
-        ax.annotate(r['name'], (x, y), textcoords='offset points', xytext=(5, 5), fontsize=8)
+        label = r.get('backbone') if r.get('head') and len(heads) > 1 else r['name']
+        ax.annotate(label or r['name'], (x, y), textcoords='offset points', xytext=(5, 5),
+                    fontsize=8)
     if front is not None:
         pts = sorted((x, y) for r, x, y in zip(rows, xs, ys) if front(r))
         if pts:

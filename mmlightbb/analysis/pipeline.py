@@ -1,39 +1,41 @@
-"""The README's main job (``make demo``): every backbone trained, tested and timed on one CPU.
+"""The README's main job (``make demo``): every backbone with YOLOX and Cascade R-CNN trained,
+tested and timed on the synthetic side-scan sonar set, on one CPU.
 
-On the synthetic side-scan sonar set (made if absent), each YOLOX config of ``DEMO_RUNS`` -- the
-five mmlightbb backbones and mmdet's CSPDarknet YOLOX-s -- is trained from scratch on the same short
-schedule (:func:`short_schedule_config`), tested (VOC mAP50, what sonar papers report) and
-benchmarked (whole ``test_step``, deployed, batch 1, at the training size). :func:`run_compare`
-then writes the table and the mAP-vs-FPS and MACs-vs-latency plots. Everything runs in one process,
-so mmdet is imported once; each run's work dir is what ``tools/compare.py`` reads too.
+:func:`run_demo` makes the synthetic set (96 train / 48 test images, 160x160) if it is absent and
+runs :func:`mmlightbb.analysis.comparison.compare_backbones` on it: for YOLOX-s and Cascade R-CNN,
+each mmlightbb backbone at its default arch and the head's incumbent (CSPDarknet-s, ResNet-50),
+trained from scratch on one short schedule per head, tested (VOC mAP50, COCO mAP) and
+benchmarked (whole ``test_step``, deployed, batch 1, 160x160). The report (table, mAP-vs-FPS and
+MACs-vs-latency plots) goes to ``<work_dir>/report``.
+
+YOLOX trains 8 epochs (96 iterations), Cascade R-CNN :data:`DEMO_CASCADE_EPOCHS` (24 iterations):
+on 2 CPU cores a Cascade R-CNN iteration costs 3-4x a YOLOX one (its RoI head: RoIAlign and two
+fully connected layers over 3 x 64 RoIs per image), and 8 Cascade epochs for the six backbones
+would add about 30 minutes. So the demo's Cascade rows measure speed; their mAP is near 0. With
+8 epochs (``tools/demo.py --cascade-epochs 8``) Cascade R-CNN + FasterNet-T2 reached VOC mAP50
+0.27 here, as much as YOLOX with it.
+
+
+:func:`short_schedule_config` rescales a shipped sonar YOLOX config to the same short YOLOX
+schedule (tests/test_learning.py uses it).
 """
 import os.path as osp
-import time
-from typing import List, Optional, Sequence, Tuple
-
-import torch
-from mmengine.runner import Runner
+from typing import Optional, Sequence
 
 from ..datasets import make_sonar_dataset
 from ..engine import load_config
 from ..models.backbones import BACKBONES
-from .benchmark import benchmark, dump_json
-from .compare import run_compare
+from .comparison import compare_backbones
+from .detector_configs import DEFAULT_BACKBONES, HEADS, apply_short_schedule
 
-# (run name, config path relative to the repository root, where tools/demo.py runs): the shipped
-# sonar configs, backbones at their default archs
-DEMO_RUNS: Tuple[Tuple[str, str], ...] = (
-    ('yolox_convnext', 'configs/yolox_convnext.py'),
-    ('yolox_cspconvnext', 'configs/yolox_cspconvnext.py'),
-    ('yolox_fasternet', 'configs/yolox_fasternet.py'),
-    ('yolox_replknet', 'configs/yolox_replknet.py'),
-    ('yolox_parameternet', 'configs/yolox_parameternet.py'),
-    ('yolox_s_cspdarknet', 'configs/baselines/yolox_s.py'),
-)
+DEMO_EPOCHS = 8
+DEMO_CASCADE_EPOCHS = 2
+DEMO_SIZE = 160
 
 
 def short_schedule_config(config: str, data_root: str, work_dir: str, epochs: int, size: int,
-                          batch_size: int = 8, lr: float = 2e-3, cfg_options: Optional[dict] = None):
+                          batch_size: int = 8, lr: float = 2e-3,
+                          cfg_options: Optional[dict] = None):
     """A shipped sonar YOLOX config rescaled to a short CPU run at ``size`` x ``size``.
 
     The same for every backbone, so runs compare: AdamW at ``lr`` (weight decay 0.05, none on norms
@@ -47,14 +49,14 @@ def short_schedule_config(config: str, data_root: str, work_dir: str, epochs: in
     cfg = load_config(config, cfg_options)
     if cfg.model.backbone.type in BACKBONES:
         cfg.model.backbone.drop_path_rate = 0.0
+    if 'model.backbone.init_cfg' not in (cfg_options or {}):
+        cfg.model.backbone.init_cfg = None  # from scratch, as the demo states: never downloads
     data_root = osp.join(data_root, '')
     cfg.merge_from_dict({
         'model.data_preprocessor.batch_augments': None,
         'train_dataloader.dataset.dataset.data_root': data_root,
         'test_dataloader.dataset.data_root': data_root,
         'train_dataloader.batch_size': batch_size,
-        'train_cfg.max_epochs': epochs,
-        'train_cfg.val_interval': epochs,
         'default_hooks.checkpoint.interval': epochs,
         'default_hooks.checkpoint.save_best': None,
         'default_hooks.logger.interval': 5,
@@ -63,9 +65,6 @@ def short_schedule_config(config: str, data_root: str, work_dir: str, epochs: in
         # its losses and config into the first run's vis_data.
         'visualizer.name': f'visualizer:{osp.abspath(work_dir)}',
     })
-    cfg.optim_wrapper = dict(
-        type='OptimWrapper', optimizer=dict(type='AdamW', lr=lr, weight_decay=0.05),
-        paramwise_cfg=dict(norm_decay_mult=0., bias_decay_mult=0.))
     cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
     for loader in ('train_dataloader', 'test_dataloader'):
         cfg[loader].update(num_workers=0, persistent_workers=False)
@@ -80,65 +79,25 @@ def short_schedule_config(config: str, data_root: str, work_dir: str, epochs: in
         if t.type == 'Resize':
             t.scale = (size, size)
     cfg.test_evaluator = [dict(type='VOCMetric', metric='mAP', eval_mode='area', iou_thrs=0.5)]
-    last = epochs // 4  # epochs without Mosaic/MixUp, at a constant LR
-    cosine_end = epochs - last
-    warmup = 1 if cosine_end >= 2 else 0
-    cfg.param_scheduler = [
-        dict(type='CosineAnnealingLR', eta_min=lr / 20, begin=warmup, T_max=cosine_end - warmup,
-             end=cosine_end, by_epoch=True, convert_to_iter_based=True)]
-    if warmup:
-        cfg.param_scheduler.insert(0, dict(type='mmdet.QuadraticWarmupLR', by_epoch=True, begin=0,
-                                           end=1, convert_to_iter_based=True))
-    if last:
-        cfg.param_scheduler.append(dict(type='ConstantLR', by_epoch=True, factor=1,
-                                        begin=cosine_end, end=epochs))
-    for hook in cfg.get('custom_hooks', []):
-        if hook.type == 'YOLOXModeSwitchHook':
-            hook.num_last_epochs = last
+    # AdamW, 1 warm-up epoch, cosine, the last quarter without Mosaic/MixUp: the schedule of the
+    # YOLOX runs of tools/compare_backbones.py (and so of make demo)
+    apply_short_schedule(cfg, epochs, lr, weight_decay=0.05, yolox_mode_switch=True)
     cfg.work_dir = work_dir
     cfg.randomness = dict(seed=0)
     return cfg
 
 
-def _stamp(start: float) -> str:
-    minutes, seconds = divmod(int(time.perf_counter() - start), 60)
-    return f'[demo {minutes:02d}:{seconds:02d}]'
-
-
 def run_demo(work_dir: str = 'work_dirs/demo', data_root: str = 'data/sonar_synth',
-             runs: Sequence[Tuple[str, str]] = DEMO_RUNS, epochs: int = 8, size: int = 160,
-             num_train: int = 96, num_val: int = 48, bench_iters: int = 20, threads: int = 2,
-             log=print) -> str:
-    """Data (if absent) -> train + test + benchmark every run -> compare; returns the report dir."""
-    start = time.perf_counter()
-    torch.set_num_threads(threads)
+             heads: Sequence[str] = HEADS, backbones: Optional[Sequence[str]] = None,
+             epochs: int = DEMO_EPOCHS, cascade_epochs: Optional[int] = DEMO_CASCADE_EPOCHS,
+             size: int = DEMO_SIZE, num_train: int = 96, num_val: int = 48,
+             bench_iters: int = 20, threads: int = 2, log=print) -> dict:
+    """Data (if absent) -> :func:`compare_backbones` on it (CPU); returns its result dict."""
     data = make_sonar_dataset(data_root, num_train=num_train, num_val=num_val, size=size, seed=0)
-    log(f"{_stamp(start)} data: {data['out']} "
-        f"({'already there' if data['skipped'] else 'generated'}; {num_train} train / {num_val} "
-        f'val images, {size}x{size})')
-    run_dirs: List[str] = []
-    for i, (name, config) in enumerate(runs, 1):
-        run_dir = osp.abspath(osp.join(work_dir, name))
-        run_dirs.append(run_dir)
-        log(f'{_stamp(start)} [{i}/{len(runs)}] {name}: training {epochs} epochs on {config}')
-        cfg = short_schedule_config(config, data_root, run_dir, epochs, size)
-        runner = Runner.from_cfg(cfg)
-        runner.train()
-        metrics = runner.test()
-        log(f"{_stamp(start)} [{i}/{len(runs)}] {name}: VOC mAP50 "
-            f"{metrics['pascal_voc/mAP']:.3f}; benchmarking (test_step, deploy, batch 1, "
-            f'{threads} threads)')
-        model = getattr(runner.model, 'module', runner.model)
-        result = benchmark(model, shape=(size, size), deploy=True, warmup=3, iters=bench_iters,
-                           threads=threads, source=dict(
-                               config=config, checkpoint=osp.join(run_dir, f'epoch_{epochs}.pth')))
-        dump_json(result, osp.join(run_dir, 'benchmark.json'))
-        log(f"{_stamp(start)} [{i}/{len(runs)}] {name}: {result['latency_ms']['median']:.1f} ms, "
-            f"{result['fps']:.1f} FPS")
-        del runner, model
-    report = osp.join(work_dir, 'report')
-    _, paths = run_compare(run_dirs, report)
-    with open(paths['compare.md']) as f:
-        log(f.read().rstrip())
-    log(f'{_stamp(start)} done: {report}/compare.md, map_vs_fps.png, macs_vs_latency.png')
-    return report
+    log(f"[demo] data: {data['out']} ({'already there' if data['skipped'] else 'generated'}; "
+        f'{num_train} train / {num_val} test images, {size}x{size})')
+    return compare_backbones(
+        data_root, work_dir, heads=heads, backbones=list(backbones or DEFAULT_BACKBONES),
+        epochs=epochs, size=size, batch_size=8, device='cpu', threads=threads,
+        epochs_by_head={'cascade': cascade_epochs} if cascade_epochs else None,
+        bench_iters=bench_iters, log=log, tag='demo')

@@ -1,0 +1,242 @@
+"""tools/compare_backbones.py end to end on tiny VOC, COCO and YOLO-txt folders (made here): the
+report with head and backbone columns, the dumped configs, skipping finished runs, resuming a
+killed one, and one clear ``error:`` line for each bad input.
+
+Runs are kept tiny (64 px images, 1-3 epochs of 2-3 iterations, FasterNet-T0) so that the file
+stays around two minutes on two busy cores; the numbers they produce mean nothing.
+"""
+import importlib.util
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+import time
+
+import pytest
+
+from test_folder_layouts import make_samples, write_coco, write_voc, write_yolo
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+TOOL = osp.join(REPO, 'tools', 'compare_backbones.py')
+TINY = ['--epochs', '1', '--size', '64', '--batch-size', '2', '--bench-iters', '1',
+        '--backbones', 'fasternet:t0']
+
+
+def _tool():
+    spec = importlib.util.spec_from_file_location('compare_backbones_tool', TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run_cli(args, **kw):
+    return subprocess.run([sys.executable, TOOL, *args], capture_output=True, text=True,
+                          cwd=REPO, timeout=600, env={**os.environ, 'PYTHONPATH': REPO}, **kw)
+
+
+def _error_line(argv) -> str:
+    """The SystemExit message of the tool's main() (what the command prints as its last line)."""
+    with pytest.raises(SystemExit) as info:
+        _tool().main(argv)
+    msg = str(info.value.code)
+    assert msg.startswith('error: ') and '\n' not in msg, msg
+    return msg
+
+
+def _table(md: str) -> dict:
+    rows = [ln for ln in md.splitlines() if ln.startswith('| ') and '---' not in ln]
+    header = [c.strip() for c in rows[0].strip('| ').split(' | ')]
+    cells = [[c.strip() for c in r.strip('| ').split(' | ')] for r in rows[1:]]
+    return {c[0]: dict(zip(header, c)) for c in cells}
+
+
+@pytest.fixture(scope='module')
+def voc_one_class(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp('voc') / 'sonar_voc')
+    write_voc(root, make_samples(10, ('wreck', ), size=64, seed=11))
+    with open(osp.join(root, 'JPEGImages', 'img_009.png'), 'wb') as f:
+        f.write(b'\x89PNG\r\n\x1a\n truncated')  # an unreadable image: skipped with a count
+    return root
+
+
+def test_voc_one_class_end_to_end_then_skipped(voc_one_class, tmp_path):
+    out = str(tmp_path / 'cmp')
+    proc = _run_cli([voc_one_class, '--out', out, '--heads', 'yolox', '--threads', '1', *TINY])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    log = proc.stdout
+    assert "dataset: " in log and "(voc layout), 1 classes ['wreck']" in log
+    assert 'skipped 1 unreadable image(s): JPEGImages/img_009.png' in log
+    assert '[1/1] yolox_fasternet_t0: training 1 epochs from scratch' in log
+    assert '[1/1] yolox_fasternet_t0: epoch 1/1 done' in log and 'ETA this run' in log
+    run_dir = osp.join(out, 'yolox_fasternet_t0')
+    for name in ('benchmark.json', 'test_metrics.json', 'run.json', 'yolox_fasternet_t0.py',
+                 'epoch_1.pth'):
+        assert osp.isfile(osp.join(run_dir, name)), name
+    rows = _table(open(osp.join(out, 'report', 'compare.md')).read())
+    row = rows['yolox_fasternet_t0']
+    assert (row['head'], row['backbone'], row['input']) == ('yolox', 'fasternet:t0',
+                                                             '64x64 b1 test_step')
+    assert row['mAP (metric)'].endswith('(pascal_voc/mAP)') and row['deploy'] == 'yes'
+    for png in ('map_vs_fps.png', 'macs_vs_latency.png'):
+        assert osp.getsize(osp.join(out, 'report', png)) > 0
+    # the converted data: COCO json next to the runs, images referenced where they are
+    train = json.load(open(osp.join(out, 'data', 'train.json')))
+    assert train['info']['image_root'] == voc_one_class
+    assert all(im['file_name'].startswith('JPEGImages/') for im in train['images'])
+    # again with the same arguments: nothing is trained
+    from mmlightbb.analysis.comparison import compare_backbones
+    lines = []
+    compare_backbones(voc_one_class, out, heads=['yolox'], backbones=['fasternet:t0'], epochs=1,
+                      size=64, batch_size=2, bench_iters=1, threads=1, log=lines.append)
+    assert any('yolox_fasternet_t0: already done, skipped' in ln for ln in lines)
+    assert any('(0 trained now, 1 reused, 0 failed)' in ln for ln in lines)
+    # other settings into the same folder are refused, not mixed into the table
+    msg = _error_line([voc_one_class, '--out', out, '--heads', 'yolox', '--threads', '1',
+                       *TINY[:-1], 'fasternet:t0', '--epochs', '2'])
+    assert 'was made with other settings (epochs 1 -> 2)' in msg and 'another --out' in msg
+
+
+def test_coco_several_classes_cascade_and_its_config(tmp_path):
+    classes = ('rect', 'disc', 'triangle')
+    root = write_coco(str(tmp_path / 'coco'), make_samples(8, classes, size=64, seed=12),
+                      classes, parts={'train': range(6), 'val': [6, 7]})
+    from mmengine.config import Config
+
+    from mmlightbb.analysis.comparison import compare_backbones
+    lines = []
+    res = compare_backbones(root, str(tmp_path / 'cmp'), heads=['cascade'],
+                            backbones=['fasternet:t0'], epochs=1, size=64, batch_size=2,
+                            bench_iters=1, bench_warmup=1, threads=1, log=lines.append)
+    assert res['data']['classes'] == list(classes)
+    assert res['data']['split'] == 'annotations/train.json (train) and annotations/val.json (test)'
+    run_dir = osp.join(str(tmp_path / 'cmp'), 'cascade_fasternet_t0')
+    metrics = json.load(open(osp.join(run_dir, 'test_metrics.json')))
+    assert 'pascal_voc/mAP' in metrics
+    row = res['result']['rows'][0]
+    assert (row['head'], row['backbone'], row['fps'] > 0) == ('cascade', 'fasternet:t0', True)
+    # the dumped config stands alone: absolute paths, mmlightbb imported, the neck fits
+    cfg = Config.fromfile(osp.join(run_dir, 'cascade_fasternet_t0.py'))
+    assert cfg.custom_imports == dict(imports=['mmlightbb'], allow_failed_imports=False)
+    assert cfg.work_dir == run_dir and osp.isabs(cfg.train_dataloader.dataset.ann_file)
+    assert cfg.model.neck.in_channels == [40, 80, 160, 320]  # FasterNet-T0's out_channels
+    assert cfg.model.roi_head.bbox_head[0].num_classes == 3
+    assert cfg.train_dataloader.dataset.metainfo.classes == classes
+    assert cfg.train_dataloader.dataset.type == 'SonarDataset'
+    assert cfg.train_dataloader.dataset.pipeline[0].type == 'LoadSonarImageFromFile'
+
+
+def test_yolo_killed_run_resumes_then_is_skipped(tmp_path):
+    classes = ('mine', 'tyre')
+    samples = make_samples(8, classes, size=64, seed=13)
+    root = write_yolo(str(tmp_path / 'yolo'), samples, classes, ext='.jpg',
+                      sub_splits={'train': range(6), 'val': [6, 7]}, names_file='data.yaml')
+    out = str(tmp_path / 'cmp')
+    args = [root, '--out', out, '--heads', 'yolox', '--threads', '1', '--epochs', '4',
+            '--size', '64', '--batch-size', '2', '--bench-iters', '1',
+            '--backbones', 'fasternet:t0']
+    run_dir = osp.join(out, 'yolox_fasternet_t0')
+    proc = subprocess.Popen([sys.executable, TOOL, *args], cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env={**os.environ, 'PYTHONPATH': REPO})
+    try:
+        deadline = time.time() + 400
+        from mmlightbb.engine import last_complete_checkpoint
+        # the pointer is written after the checkpoint: kill once a resumable state exists
+        while (last_complete_checkpoint(run_dir) is None and proc.poll() is None
+               and time.time() < deadline):
+            time.sleep(0.05)
+        assert proc.poll() is None, 'the run ended before it could be killed'
+        proc.kill()  # as a crash or a power cut would: no clean-up
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not osp.exists(osp.join(out, 'yolox_fasternet_t0', 'benchmark.json'))
+    from mmlightbb.analysis.comparison import compare_backbones
+    lines = []
+    kw = dict(heads=['yolox'], backbones=['fasternet:t0'], epochs=4, size=64, batch_size=2,
+              bench_iters=1, threads=1)
+    res = compare_backbones(root, out, log=lines.append, **kw)
+    text = '\n'.join(lines)
+    assert "2 classes ['mine', 'tyre'] (names from data.yaml)" in text
+    assert 'sub-folders train (train) and val (test)' in text
+    assert 'yolox_fasternet_t0: resuming from yolox_fasternet_t0/epoch_' in text
+    assert 'epoch 4/4 done' in text and 'epoch 1/4 done' not in text
+    assert res['result']['rows'][0]['fps'] > 0
+    lines.clear()
+    compare_backbones(root, out, log=lines.append, **kw)
+    assert any('already done, skipped' in ln for ln in lines)
+
+
+# ------------------------------------------------------------------------------ bad inputs
+@pytest.fixture(scope='module')
+def voc_small(tmp_path_factory):
+    return write_voc(str(tmp_path_factory.mktemp('vs') / 'v'), make_samples(6, size=64))
+
+
+@pytest.mark.parametrize('extra,expected', [
+    (['--heads', 'retina'], "unknown head 'retina'; valid heads are ['yolox', 'cascade']"),
+    (['--backbones', 'mobilenet'], "unknown backbone 'mobilenet'; valid backbones are"),
+    (['--backbones', 'fasternet:t9'],
+     "unknown arch 't9' for backbone 'fasternet'; valid archs are ['l', 'm', 's', 't0', 't1', "
+     "'t2']"),
+    (['--pretrained', 'convnext=x.pth', '--backbones', 'fasternet'],
+     '--pretrained convnext=...: no chosen backbone is convnext'),
+    (['--pretrained', 'fasternet=/nope.pth', '--backbones', 'fasternet'],
+     '--pretrained fasternet=/nope.pth: checkpoint file not found'),
+    (['--classes', 'rect', 'mine'], '--classes names mine, which the annotations of'),
+    (['--batch-size', '4'], 'the test split has 1 image(s), fewer than the batch size 4'),
+    (['--size', '100'], '--size must be a multiple of 32'),
+])
+def test_bad_options_are_one_line(voc_small, tmp_path, extra, expected):
+    msg = _error_line([voc_small, '--out', str(tmp_path / 'o'), '--epochs', '1', *extra])
+    assert expected in msg, msg
+
+
+def test_bad_folders_are_one_line(tmp_path):
+    out = str(tmp_path / 'o')
+    (tmp_path / 'photos').mkdir()
+    (tmp_path / 'photos' / 'readme.txt').write_text('hello')
+    assert 'is in none of the known layouts' in _error_line([str(tmp_path / 'photos'), '--out',
+                                                             out])
+    (tmp_path / 'noxml' / 'Annotations').mkdir(parents=True)
+    (tmp_path / 'noxml' / 'JPEGImages').mkdir()
+    assert 'holds no .xml annotation files' in _error_line([str(tmp_path / 'noxml'), '--out',
+                                                            out])
+    root = write_voc(str(tmp_path / 'empty'), [(img, []) for img, _ in make_samples(4, size=64)])
+    assert 'the annotations hold no boxes' in _error_line([root, '--out', out])
+    root = write_voc(str(tmp_path / 'split'), make_samples(4, size=64),
+                     splits={'train': [0, 1], 'val': [2, 3]})
+    os.remove(osp.join(root, 'JPEGImages', 'img_003.png'))
+    msg = _error_line([root, '--out', out])
+    assert 'ImageSets/Main/val.txt names 1 image(s) with no image' in msg and 'img_003' in msg
+
+
+def test_the_command_prints_one_error_line_and_exits_1(tmp_path):
+    proc = _run_cli([str(tmp_path / 'missing'), '--out', str(tmp_path / 'o')])
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        f"error: dataset folder not found: '{tmp_path / 'missing'}'")
+    assert 'Traceback' not in proc.stderr
+
+
+@pytest.mark.slow
+def test_dumped_config_reproduces_the_run_with_tools_train(tmp_path):
+    """python tools/train.py <run>.py, unedited, trains the same weights bit for bit (~1 min;
+    at the same number of torch threads: float sums depend on it)."""
+    import torch
+    root = write_voc(str(tmp_path / 'voc'), make_samples(10, ('wreck', ), size=64, seed=14))
+    from mmlightbb.analysis.comparison import compare_backbones
+    compare_backbones(root, str(tmp_path / 'cmp'), heads=['yolox'], backbones=['fasternet:t0'],
+                      epochs=1, size=64, batch_size=2, bench_iters=1,
+                      threads=torch.get_num_threads(), log=lambda line: None)
+    run_dir = tmp_path / 'cmp' / 'yolox_fasternet_t0'
+    proc = subprocess.run([sys.executable, osp.join(REPO, 'tools', 'train.py'),
+                           str(run_dir / 'yolox_fasternet_t0.py'), '--work-dir',
+                           str(tmp_path / 'again')], capture_output=True, text=True, cwd=REPO,
+                          timeout=600, env={**os.environ, 'PYTHONPATH': REPO})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ours = torch.load(run_dir / 'epoch_1.pth', map_location='cpu', weights_only=False)
+    again = torch.load(tmp_path / 'again' / 'epoch_1.pth', map_location='cpu', weights_only=False)
+    assert ours['state_dict'].keys() == again['state_dict'].keys()
+    for key, value in ours['state_dict'].items():
+        assert torch.equal(value, again['state_dict'][key]), key

@@ -1,0 +1,108 @@
+"""Compare backbones on your own dataset: YOLOX and Cascade R-CNN, mAP against FPS, one command.
+
+    python tools/compare_backbones.py DATA --out work_dirs/cmp [--heads yolox cascade]
+        [--backbones fasternet:t0 cspconvnext baseline ...] [--epochs 12] [--size 320]
+        [--batch-size 8] [--device cpu|cuda] [--threads 2] [--pretrained fasternet:t0=CKPT]
+        [--classes A B] [--split-seed 0] [--val-ratio 0.2] [--quick]
+
+DATA is a dataset folder in Pascal VOC (Annotations/*.xml + JPEGImages/, optional
+ImageSets/Main/*.txt), COCO (annotations/*.json + images) or YOLO-txt layout (images/ + labels/,
+class names in classes.txt, obj.names or data.yaml; optional images/{train,val} sub-splits). For
+every head x backbone it trains on one schedule, tests (VOC mAP50, COCO mAP) and benchmarks the
+deployed detector at the test scale; OUT/report/ gets compare.md, compare.json, map_vs_fps.png
+and macs_vs_latency.png, OUT/<run>/<run>.py the config of each run (python tools/train.py runs
+it as it is). Run it again with the same arguments after an interruption: finished runs are
+skipped, an unfinished one resumes from its last checkpoint. See mmlightbb/analysis/comparison.py
+and mmlightbb/analysis/detector_configs.py (the schedules).
+"""
+import argparse
+import os
+import sys
+
+HEADS = ('yolox', 'cascade')
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__.split('\n')[0],
+        epilog='backbones: convnext, cspconvnext, fasternet, replknet, parameternet (mmlightbb), '
+        'cspdarknet (YOLOX), resnet (mmdet), each optionally :ARCH (e.g. fasternet:t0, '
+        "resnet:18, cspdarknet:tiny); 'baseline' = cspdarknet:s for yolox and resnet:50 for "
+        'cascade (--quick: cspdarknet:tiny / resnet:18).')
+    parser.add_argument('data', metavar='DATA', help='dataset folder (VOC, COCO or YOLO layout)')
+    parser.add_argument('--out', required=True, metavar='DIR',
+                        help='output folder: data/ (COCO json), one folder per run, report/')
+    parser.add_argument('--heads', nargs='+', default=None, metavar='HEAD',
+                        help=f'detector heads to compare (default: {" ".join(HEADS)})')
+    parser.add_argument('--backbones', '--archs', nargs='+', default=None, metavar='BACKBONE',
+                        help='backbones as family[:arch] (default: every mmlightbb family at its '
+                        'default arch + baseline; --quick: fasternet:t0 cspconvnext:e-mini '
+                        'parameternet:ghostnet baseline)')
+    parser.add_argument('--epochs', type=int, help='training epochs of every run (default 12, '
+                        'or enough for 300 iterations on a small set; --quick: 4, or enough for '
+                        '120 iterations)')
+    parser.add_argument('--cascade-epochs', type=int,
+                        help='epochs of the Cascade R-CNN runs if not --epochs')
+    parser.add_argument('--size', type=int, help='image size (multiple of 32): training, test and '
+                        'benchmark scale (default: the median image side rounded up to 32, '
+                        'within 128..640; --quick: at most 160)')
+    parser.add_argument('--batch-size', type=int, default=8,
+                        help='training and test batch (default 8)')
+    parser.add_argument('--device', choices=('cpu', 'cuda'),
+                        help='default: cuda if available, else cpu')
+    parser.add_argument('--threads', type=int,
+                        help='torch CPU threads for training and benchmark (default: all cores)')
+    parser.add_argument('--pretrained', nargs='+', default=[], metavar='BACKBONE=CKPT',
+                        help='backbone weights, e.g. fasternet:t0=fasternet_t0.pth or '
+                        'resnet:50=resnet50.pth (default: from scratch)')
+    parser.add_argument('--classes', nargs='+', help='use only these classes, in this order '
+                        '(default: every annotated class; YOLO sets without a names file: the '
+                        'names of class ids 0, 1, ...)')
+    parser.add_argument('--split-seed', type=int, default=0,
+                        help='seed of the random split when DATA has no split files (default 0)')
+    parser.add_argument('--val-ratio', type=float, default=0.2,
+                        help='share of images in the test split when DATA has no split files '
+                        '(default 0.2)')
+    parser.add_argument('--bench-iters', type=int, default=20,
+                        help='timed benchmark iterations per run (default 20)')
+    parser.add_argument('--quick', action='store_true',
+                        help='a preset for a 2-core CPU: size <= 160, 4 epochs (at least 120 '
+                        'iterations), the small archs and baselines')
+    args = parser.parse_args(argv)
+    pretrained = {}
+    for item in args.pretrained:
+        key, sep, path = item.partition('=')
+        if not sep or not key or not path:
+            parser.error(f'--pretrained {item!r}: use BACKBONE=CHECKPOINT, e.g. '
+                         'fasternet:t0=weights/fasternet_t0.pth')
+        pretrained[key] = path
+    args.pretrained = pretrained
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.device == 'cpu':
+        os.environ['CUDA_VISIBLE_DEVICES'] = ''  # before torch is imported: train on the CPU
+    from mmlightbb.analysis.comparison import (ComparisonError, RunFailures,
+                                               compare_backbones)
+    from mmlightbb.analysis.detector_configs import ConfigError
+    from mmlightbb.datasets import DatasetError
+    epochs_by_head = {'cascade': args.cascade_epochs} if args.cascade_epochs else None
+    try:
+        compare_backbones(
+            args.data, args.out, heads=args.heads or HEADS, backbones=args.backbones,
+            epochs=args.epochs, size=args.size, batch_size=args.batch_size, device=args.device,
+            threads=args.threads, pretrained=args.pretrained, split_seed=args.split_seed,
+            val_ratio=args.val_ratio, classes=args.classes, quick=args.quick,
+            epochs_by_head=epochs_by_head, bench_iters=args.bench_iters)
+    except (ComparisonError, ConfigError, DatasetError, RunFailures) as err:
+        raise SystemExit(f'error: {err}') from None
+    except KeyboardInterrupt:
+        print(f'\ninterrupted: run the same command again to go on (finished runs are kept, '
+              f'the current one resumes from its last checkpoint in {args.out})', file=sys.stderr)
+        raise SystemExit(130)
+
+
+if __name__ == '__main__':
+    main()
