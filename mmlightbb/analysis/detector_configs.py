@@ -233,13 +233,7 @@ def _yolox(cfg, data: dict, size: int, family: str, backbone: dict, channels: Li
     train.dataset = _dataset(data, 'train', [
         dict(type='LoadSonarImageFromFile', ignore_empty=True),
         dict(type='LoadAnnotations', with_bbox=True)], test_mode=False)
-    for t in train.pipeline:
-        if 'img_scale' in t:
-            t.img_scale = (size, size)
-        if t.type == 'RandomAffine':
-            t.border = (-size // 2, -size // 2)
-        if t.type == 'Resize':
-            t.scale = (size, size)
+    rescale_yolox_train_pipeline(train.pipeline, size)
     test_pipeline = [dict(type='LoadSonarImageFromFile'),
                      dict(type='Resize', scale=(size, size), keep_ratio=True),
                      dict(type='Pad', pad_to_square=True, pad_val=dict(img=(114.0, 114.0, 114.0))),
@@ -324,3 +318,14 @@ def build_config(head: str, family: str, arch: str, data: dict, work_dir: str, e
                 'base_lr', 'backend_args'):
         cfg.pop(key, None)  # base-config variables that no longer describe the run
     return cfg
+
+
+def rescale_yolox_train_pipeline(pipeline: List[dict], size: int) -> None:
+    """In place: YOLOX's Mosaic/MixUp/RandomAffine/Resize steps at ``size`` x ``size``."""
+    for t in pipeline:
+        if 'img_scale' in t:
+            t.img_scale = (size, size)
+        if t.type == 'RandomAffine':
+            t.border = (-size // 2, -size // 2)
+        if t.type == 'Resize':
+            t.scale = (size, size)

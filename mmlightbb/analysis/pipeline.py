@@ -26,7 +26,8 @@ from ..datasets import make_sonar_dataset
 from ..engine import load_config
 from ..models.backbones import BACKBONES
 from .comparison import compare_backbones
-from .detector_configs import DEFAULT_BACKBONES, HEADS, apply_short_schedule
+from .detector_configs import (DEFAULT_BACKBONES, HEADS, apply_short_schedule,
+                               rescale_yolox_train_pipeline)
 
 DEMO_EPOCHS = 8
 DEMO_CASCADE_EPOCHS = 2
@@ -68,13 +69,7 @@ def short_schedule_config(config: str, data_root: str, work_dir: str, epochs: in
     cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
     for loader in ('train_dataloader', 'test_dataloader'):
         cfg[loader].update(num_workers=0, persistent_workers=False)
-    for t in cfg.train_dataloader.dataset.pipeline:
-        if 'img_scale' in t:
-            t.img_scale = (size, size)
-        if t.type == 'RandomAffine':
-            t.border = (-size // 2, -size // 2)
-        if t.type == 'Resize':
-            t.scale = (size, size)
+    rescale_yolox_train_pipeline(cfg.train_dataloader.dataset.pipeline, size)
     for t in cfg.test_dataloader.dataset.pipeline:
         if t.type == 'Resize':
             t.scale = (size, size)
