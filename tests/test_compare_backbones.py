@@ -183,6 +183,8 @@ def voc_small(tmp_path_factory):
      '--pretrained convnext=...: no chosen backbone is convnext'),
     (['--pretrained', 'fasternet=/nope.pth', '--backbones', 'fasternet'],
      '--pretrained fasternet=/nope.pth: checkpoint file not found'),
+    (['--pretrained', 'fasternet=mmlightbb://nope', '--backbones', 'fasternet'],
+     "--pretrained fasternet=mmlightbb://nope: unknown pretrained weights 'nope'"),
     (['--classes', 'rect', 'mine'], '--classes names mine, which the annotations of'),
     (['--batch-size', '4'], 'the test split has 1 image(s), fewer than the batch size 4'),
     (['--size', '100'], '--size must be a multiple of 32'),
@@ -190,6 +192,28 @@ def voc_small(tmp_path_factory):
 def test_bad_options_are_one_line(voc_small, tmp_path, extra, expected):
     msg = _error_line([voc_small, '--out', str(tmp_path / 'o'), '--epochs', '1', *extra])
     assert expected in msg, msg
+
+
+def test_pretrained_weights_reach_the_run_config(voc_small, tmp_path):
+    from mmlightbb.analysis import detector_configs as dc
+    from mmlightbb.analysis.comparison import plan_runs
+    from mmlightbb.datasets import prepare_dataset
+    ckpt = tmp_path / 'r18.pth'
+    ckpt.write_bytes(b'weights')
+    runs = plan_runs(['yolox', 'cascade'], ['fasternet:t0', 'baseline'], quick=True,
+                     pretrained={'resnet:18': str(ckpt), 'fasternet': 'mmlightbb://fasternet_t0'})
+    assert [(r['name'], r['checkpoint']) for r in runs] == [
+        ('yolox_fasternet_t0', 'mmlightbb://fasternet_t0'), ('yolox_cspdarknet_tiny', None),
+        ('cascade_fasternet_t0', 'mmlightbb://fasternet_t0'), ('cascade_resnet_18', str(ckpt))]
+    data = prepare_dataset(voc_small, str(tmp_path / 'data'))
+    cfg = dc.build_config('cascade', 'resnet', '18', data, str(tmp_path / 'run'), 1, 64,
+                          checkpoint=str(ckpt))
+    backbone = cfg.model.backbone
+    assert backbone.init_cfg == dict(type='Pretrained', checkpoint=str(ckpt))
+    assert (backbone.frozen_stages, backbone.norm_eval) == (1, True)  # mmdet's pretrained recipe
+    assert cfg.model.neck.in_channels == [64, 128, 256, 512]
+    scratch = dc.build_config('cascade', 'resnet', '18', data, str(tmp_path / 'run'), 1, 64)
+    assert (scratch.model.backbone.frozen_stages, scratch.model.backbone.norm_eval) == (-1, False)
 
 
 def test_bad_folders_are_one_line(tmp_path):

@@ -53,8 +53,9 @@ def parse_args(argv=None):
     parser.add_argument('--threads', type=int,
                         help='torch CPU threads for training and benchmark (default: all cores)')
     parser.add_argument('--pretrained', nargs='+', default=[], metavar='BACKBONE=CKPT',
-                        help='backbone weights, e.g. fasternet:t0=fasternet_t0.pth or '
-                        'resnet:50=resnet50.pth (default: from scratch)')
+                        help='backbone weights: a file or a named download, e.g. '
+                        'fasternet:t2=mmlightbb://fasternet_t2 or resnet:50=torchvision://resnet50 '
+                        '(python tools/weights.py list; default: from scratch)')
     parser.add_argument('--classes', nargs='+', help='use only these classes, in this order '
                         '(default: every annotated class; YOLO sets without a names file: the '
                         'names of class ids 0, 1, ...)')

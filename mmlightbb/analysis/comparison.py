@@ -31,6 +31,7 @@ import traceback
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..datasets.folder_layouts import DatasetError, format_summary, prepare_dataset
+from ..models.pretrained import get_weights
 from . import detector_configs as dc
 from .compare import run_compare
 
@@ -108,10 +109,17 @@ def plan_runs(heads: Sequence[str], backbones: Sequence[str], quick: bool = Fals
             raise ComparisonError(
                 f'--pretrained {key}=...: no chosen backbone is {key} (chosen: '
                 f"{sorted({r['family'] + ':' + r['arch'] for r in runs})})")
-        if not osp.isfile(path):
-            raise ComparisonError(f'--pretrained {key}={path}: checkpoint file not found')
+        if path.startswith('mmlightbb://'):  # named weights, downloaded once (README)
+            try:
+                get_weights(path)
+            except KeyError as err:
+                raise ComparisonError(f'--pretrained {key}={path}: {err.args[0]}') from None
+        elif '://' not in path:  # other URLs (https://, torchvision://) go to mmengine as given
+            if not osp.isfile(path):
+                raise ComparisonError(f'--pretrained {key}={path}: checkpoint file not found')
+            path = osp.abspath(path)
         for r in hits:
-            r['checkpoint'] = osp.abspath(path)
+            r['checkpoint'] = path
     return runs
 
 
@@ -149,9 +157,11 @@ def run_settings(run: dict, summary: dict, epochs: int, size: int, batch_size: i
     """What a run's result depends on; a finished run is reused only when these are equal."""
     ckpt = run['checkpoint']
     weights = None
-    if ckpt:
+    if ckpt and osp.isfile(ckpt):
         st = os.stat(ckpt)
         weights = dict(path=ckpt, bytes=st.st_size, mtime=int(st.st_mtime))
+    elif ckpt:
+        weights = dict(path=ckpt)
     return dict(version=SETTINGS_VERSION, data=summary['fingerprint'],
                 classes=summary['classes'], epochs=epochs, size=size, batch_size=batch_size,
                 seed=seed, schedule=dc.SCHEDULES[run['head']],
