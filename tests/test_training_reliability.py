@@ -1,5 +1,7 @@
 """Interrupted training loses nothing; a NaN/inf loss stops cleanly.
 
+Over 400 lines: the checkpoint-safety cases share one set of fixtures and subprocess helpers.
+
 Every training run here is ``tools/train.py`` in a subprocess on 4 synthetic images at 64x64 with
 FasterNet-T0 + YOLOX-tiny, batch 1 (4 iterations an epoch), on CPU with
 ``randomness=dict(seed=0, deterministic=True)`` and ``num_workers=0``.

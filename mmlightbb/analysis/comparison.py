@@ -1,5 +1,8 @@
 """Compare backbones on your own dataset: mAP against FPS, for YOLOX and Cascade R-CNN, in one call.
 
+Over 400 lines: planning, resume/skip, progress and the report of one comparison stay together;
+splitting the run loop from the planning is due when it grows further.
+
 :func:`compare_backbones` (``tools/compare_backbones.py`` is its command line):
 
 1. reads the dataset folder (Pascal VOC, COCO or YOLO-txt layout) and writes ``OUT/data/train.json``

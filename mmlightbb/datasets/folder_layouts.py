@@ -1,5 +1,8 @@
 """Detection datasets in the folder layouts researchers have, converted to COCO json files.
 
+Over 400 lines: the readers of three layouts share their validation and one-line errors here; a
+split into one module per layout (voc / coco / yolo) is due.
+
 :func:`prepare_dataset` reads a folder in one of three layouts, finds the classes and the split, and
 writes ``train.json`` and ``test.json`` (COCO) to an output folder; the images stay where they are
 (``file_name`` is relative to the dataset folder, which the config's ``data_root`` names). The json

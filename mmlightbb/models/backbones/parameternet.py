@@ -1,5 +1,8 @@
 """ParameterNet (Han et al., CVPR 2024, arXiv 2306.14525) and its static twin GhostNet v1.
 
+Over 400 lines on purpose: one file per model family (house style) holds the Ghost blocks, the
+dynamic-conv wiring, the CSP form and the official/timm layout handling.
+
 Re-implementation of huawei-noah/Efficient-AI-Backbones ``parameternet_pytorch/cv/parameternet.py``
 (a timm GhostNet whose convs are dynamic mixture-of-experts convs) and
 ``ghostnet_pytorch/ghostnet.py`` with the official module names, so state dicts of both load as

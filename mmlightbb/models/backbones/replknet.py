@@ -1,5 +1,8 @@
 """RepLKNet (CVPR 2022), "Scaling Up Your Kernels to 31x31: Revisiting Large Kernel Design in CNNs".
 
+Over 400 lines on purpose: one file per model family (house style) holds RepLKNet's blocks,
+its large-kernel re-parameterization, its CSP form and the official-layout handling.
+
 Official code: https://github.com/DingXiaoH/RepLKNet-pytorch (``replknet.py``). Module and parameter
 names follow it exactly, so the released ImageNet checkpoints (flat state dicts, training form or
 ``small_kernel_merged`` deploy form) and the official detection backbones load as they are; the
