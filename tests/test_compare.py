@@ -131,11 +131,17 @@ def test_table_plots_and_json(runs, tmp_path):
     assert by_name['NoMap']['map'] is None and by_name['NoMap']['plotted'] is False
     assert (by_name['Fast']['head'], by_name['Fast']['coco_map']) == ('yolox', 0.2)
     assert [r['name'] for r in saved['rows'] if r['plotted']] == ['Fast', 'Slow']
-    # latency = k x GMACs through the origin over the three benchmarked runs
+    # latency = k x GMACs through the origin, one line per head: Fast is a yolox run (run.json),
+    # Slow and NoMap have no head ('all')
     lat = {'Fast': 50.0, 'Slow': 200.0, 'NoMap': 1000 / 30}
     macs = {'Fast': 3.0, 'Slow': 10.0, 'NoMap': 2.0}
-    k = sum(lat[n] * macs[n] for n in lat) / sum(m * m for m in macs.values())
-    assert saved['fit']['ms_per_gmac'] == pytest.approx(k)
+    k = sum(lat[n] * macs[n] for n in ('Slow', 'NoMap')) / (10.0**2 + 2.0**2)
+    assert saved['fit']['per_head'] == {'yolox': pytest.approx(50 / 3), 'all': pytest.approx(k)}
+    assert saved['fit']['ms_per_gmac'] is None  # two lines, no single one
+    assert by_name['Fast']['latency_vs_fit'] == pytest.approx(1.0)
+    assert 'MACs vs latency (yolox runs): least-squares line through 0, 16.667 ms' in md
+    one_head = cmp.compare(runs[1:3])
+    assert one_head['fit']['ms_per_gmac'] == pytest.approx(k)
 
 
 def test_a_dominated_run_is_not_on_the_front(runs, tmp_path):

@@ -21,8 +21,9 @@ table names the metric of every row. A run without a metric or a benchmark shows
 0) and is left out of the plots, with a note. The Pareto front of mAP vs FPS is the set of runs
 that no other run beats in one and at least matches in the other (higher is better for both;
 identical points are all on it). The MACs-vs-latency plot fits ``latency = k x MACs`` by least
-squares through the origin: the runs far from the line are those whose latency MACs do not
-explain (memory-bound depthwise or large-kernel convs, NMS, Python overhead).
+squares through the origin, one line per head (runs of different heads do not share one: the
+head's own cost is not in the backbone's MACs): the runs far from their line are those whose
+latency MACs do not explain (memory-bound depthwise or large-kernel convs, NMS, Python overhead).
 
 Writes ``compare.md``, ``compare.json``, ``map_vs_fps.png`` and ``macs_vs_latency.png`` to
 OUT_DIR.
@@ -162,18 +163,28 @@ def compare(run_dirs: Sequence[str], names: Optional[Sequence[str]] = None,
     flags = pareto_front([(r['fps'], r['map']) if r['plotted'] else None for r in rows])
     for row, flag in zip(rows, flags):
         row['pareto'] = flag if row['plotted'] else None
-    timed = [r for r in rows if r['backbone_macs'] is not None]
-    k = fit_through_origin([r['backbone_macs'] / 1e9 for r in timed],
-                           [r['latency_ms'] for r in timed])
-    for row in rows:
-        row['latency_vs_fit'] = (row['latency_ms'] / (k * row['backbone_macs'] / 1e9)
-                                 if row in timed and k and row['backbone_macs'] > 0 else None)
+    # One line per head: a detector head's own cost (Cascade R-CNN's RoI head) is not in the
+    # backbone's MACs, so runs of different heads do not share a line.
+    per_head = {}
+    for head in dict.fromkeys(r.get('head') for r in rows):
+        timed = [r for r in rows if r.get('head') == head and r['backbone_macs'] is not None]
+        k = fit_through_origin([r['backbone_macs'] / 1e9 for r in timed],
+                               [r['latency_ms'] for r in timed])
+        if timed:
+            per_head[head] = k
+        for row in rows:
+            if row.get('head') == head:
+                row['latency_vs_fit'] = (row['latency_ms'] / (k * row['backbone_macs'] / 1e9)
+                                         if row in timed and k and row['backbone_macs'] > 0
+                                         else None)
+    single = list(per_head.values())[0] if len(per_head) == 1 else None
     return dict(date=datetime.datetime.now().isoformat(timespec='seconds'),
                 metric_preference=[metric] if metric else list(METRIC_PREFERENCE),
                 machines=sorted({r['cpu'] for r in rows if r['cpu']}),
                 torch=sorted({r['torch'] for r in rows if r['torch']}),
-                fit=dict(model='latency_ms = k x backbone GMACs (least squares through 0)',
-                         ms_per_gmac=k),
+                fit=dict(model='latency_ms = k x backbone GMACs (least squares through 0), one k '
+                         'per head', ms_per_gmac=single,
+                         per_head={str(h) if h else 'all': k for h, k in per_head.items()}),
                 rows=rows)
 
 
@@ -209,12 +220,16 @@ def format_markdown(result: dict) -> str:
     notes = [f"* {r['name']}: {'; '.join(r['notes'])}" for r in result['rows'] if r['notes']]
     if notes:
         lines += ['', 'Notes:', ''] + notes
-    k = result['fit']['ms_per_gmac']
-    if k is not None:
-        lines += ['', f'MACs vs latency: least-squares line through 0, {k:.3f} ms per backbone '
-                  'GMAC; latency / line per run: ' + ', '.join(
-                      f"{r['name']} {r['latency_vs_fit']:.2f}x" for r in result['rows']
-                      if r['latency_vs_fit'] is not None)]
+    per_head = result['fit'].get('per_head') or {'all': result['fit']['ms_per_gmac']}
+    for head, k in per_head.items():
+        if k is None:
+            continue
+        rows = [r for r in result['rows'] if (r.get('head') or 'all') == head
+                and r['latency_vs_fit'] is not None]
+        what = '' if head == 'all' else f' ({head} runs)'
+        lines += ['', f'MACs vs latency{what}: least-squares line through 0, {k:.3f} ms per '
+                  'backbone GMAC; latency / line per run: ' + ', '.join(
+                      f"{r['name']} {r['latency_vs_fit']:.2f}x" for r in rows)]
     return '\n'.join(lines) + '\n'
 
 
@@ -243,10 +258,16 @@ def _plot(path: str, title: str, xlabel: str, ylabel: str, rows: List[dict], xke
             ax.plot([p[0] for p in pts], [p[1] for p in pts], color='tab:red', marker='o',
                     markerfacecolor='none', markersize=12, label='Pareto front', zorder=2)
             ax.legend()
-    if line_k is not None and xs:
+    for k_head, line in (line_k or {}).items():  # {head or 'all': ms per GMAC}
+        if line is None or not xs:
+            continue
         top = max(xs) * 1.1
-        ax.plot([0, top], [0, line_k * top], color='tab:gray', linestyle='--',
-                label=f'{line_k:.3f} ms / GMAC (fit through 0)')
+        known = [h for h in heads if (h or 'all') == k_head]
+        color = (colors[heads.index(known[0]) % len(colors)] if known and len(heads) > 1
+                 else 'tab:gray')
+        ax.plot([0, top], [0, line * top], color=color, linestyle='--',
+                label=f"{'' if k_head == 'all' else k_head + ': '}{line:.3f} ms / GMAC "
+                '(fit through 0)')
         ax.legend()
     if not rows:
         ax.text(0.5, 0.5, 'no run has both numbers', ha='center', va='center',
@@ -274,7 +295,8 @@ def write_outputs(result: dict, out_dir: str) -> Dict[str, str]:
     timed = [r for r in result['rows'] if r['backbone_macs'] is not None]
     _plot(paths['macs_vs_latency.png'], 'Backbone MACs vs latency', 'backbone GMACs / image',
           'median latency (ms / batch)', timed, lambda r: r['backbone_macs'] / 1e9,
-          lambda r: r['latency_ms'], line_k=result['fit']['ms_per_gmac'])
+          lambda r: r['latency_ms'],
+          line_k=result['fit'].get('per_head') or {'all': result['fit']['ms_per_gmac']})
     return paths
 
 
