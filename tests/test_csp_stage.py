@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from backbone_utils import assert_deploy_equal, assert_frozen, count_macs, count_params
-from mmlightbb.models.backbones import CSPConvNeXt, ParameterNet, RepLKNet
+from mmlightbb.models.backbones import CSPConvNeXt, FasterNet, ParameterNet, RepLKNet
 from mmlightbb.models.layers import CSPStage, csp_split, randomize_bn_stats
 
 
@@ -152,6 +152,85 @@ def test_replknet_csp_31b_macs():
 def test_replknet_bad_csp_is_refused(csp, match):
     with pytest.raises(ValueError, match=match):
         RepLKNet(arch=TINY_REPLK, csp=csp)
+
+
+# ------------------------------------------------------------------ FasterNet(csp=...)
+
+TINY_FN = dict(channels=(16, 32, 48, 64), depths=(1, 2, 1, 1), act_cfg=dict(type='ReLU'),
+               drop_path_rate=0.0)
+
+
+def tiny_csp_fasternet(**kwargs):
+    return FasterNet(arch=TINY_FN, csp=dict(ratio=0.5), **kwargs)
+
+
+@pytest.mark.parametrize('out_indices', [(0, 1, 2, 3), (1, 2, 3), (3, ), (0, 2)])
+def test_fasternet_csp_out_channels_and_shapes(out_indices):
+    model = tiny_csp_fasternet(out_indices=out_indices).eval()
+    assert model.out_channels == [TINY_FN['channels'][i] for i in out_indices]
+    assert len(model.stages) == 4 and all(type(s) is CSPStage for s in model.stages)
+    assert [s.mid_channels for s in model.stages] == [16, 24, 40, 56]
+    assert [len(s.blocks) for s in model.stages] == list(TINY_FN['depths'])
+    # PConv inside the CSP part convolves a quarter of the block part
+    assert [s.blocks[0].spatial_mixing.conv_channels for s in model.stages] == [2, 3, 5, 7]
+    outs = model(torch.randn(2, 3, 64, 48))
+    sides = [(16, 12), (8, 6), (4, 3), (2, 1)]
+    assert [tuple(o.shape) for o in outs] == [(2, c, *sides[i]) for c, i in
+                                              zip(model.out_channels, out_indices)]
+
+
+@pytest.mark.parametrize('frozen_stages', [-1, 0, 2, 4])
+def test_fasternet_csp_frozen_stages_partition_the_parameters(frozen_stages):
+    model = tiny_csp_fasternet(frozen_stages=frozen_stages)
+    assert_frozen(model, frozen_stages)
+    names = {id(p): n for n, p in model.named_parameters()}
+    per_index = [{names[id(p)] for m in model.frozen_modules(i) for p in m.parameters()}
+                 for i in range(5)]
+    assert all(per_index) and sum(map(len, per_index)) == len(set().union(*per_index))
+    rest = set(names.values()) - set().union(*per_index)
+    assert rest and all(n.startswith('norm') for n in rest)  # the new output norms
+
+
+def test_fasternet_csp_deploy_keeps_outputs_also_on_the_cpu_gemm_path():
+    torch.manual_seed(0)
+    model = tiny_csp_fasternet()
+    assert_deploy_equal(model, shape=(2, 3, 64, 64))
+    blocks = [b for s in model.stages for b in s.blocks]
+    x = torch.randn(1, blocks[0].mlp[0].in_channels, 8, 8).contiguous(
+        memory_format=torch.channels_last)
+    assert blocks[0]._runs_as_matmuls(x)  # the deployed blocks take FasterNet's GEMM path
+
+
+def test_fasternet_csp_with_cp_and_classify():
+    torch.manual_seed(0)
+    model = tiny_csp_fasternet(drop_path_rate=0.1).train()
+    x = torch.randn(2, 3, 32, 32)
+    grads = []
+    for with_cp in (False, True):
+        model.with_cp = with_cp
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(1)
+        sum(o.square().mean() for o in model(x)).backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads))
+    assert tiny_csp_fasternet(num_classes=5).eval().classify(x).shape == (2, 5)
+
+
+def test_fasternet_csp_t2_arch_is_t2_in_csp_stages():
+    with torch.device('meta'):
+        plain, csp = FasterNet(arch='t2'), FasterNet(arch='csp-t2')
+    assert csp.csp == dict(ratio=0.5) and plain.csp is None
+    assert csp.out_channels == plain.out_channels == [96, 192, 384, 768]
+    assert [len(s.blocks) for s in csp.stages] == [1, 2, 8, 2]
+    assert [s.block_channels for s in csp.stages] == [48, 72, 144, 288]
+    assert count_params(plain) == 12_721_728 and count_params(csp) == 3_789_720
+
+
+def test_fasternet_csp_refuses_a_block_part_narrower_than_n_div():
+    with pytest.raises(ValueError, match='fewer than n_div'):
+        FasterNet(arch=dict(TINY_FN, channels=(4, 8, 8, 8)), csp=dict(ratio=0.5))
+    with pytest.raises(ValueError, match='csp must'):
+        FasterNet(arch='t0', csp='yes')
 
 
 # --------------------------------------------------------------- ParameterNet(csp=...)

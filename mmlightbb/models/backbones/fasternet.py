@@ -14,6 +14,7 @@ from mmdet.registry import MODELS
 from torch import nn
 
 from ..layers import ConvBN, ConvBNSequential, conv_bn_layers, cpu_channels_last, nchw_outputs
+from ..layers.csp_stage import CSPStage, parse_csp_cfg
 from .base import BaseBackbone
 
 _RELU = dict(type='ReLU', inplace=True)
@@ -142,6 +143,14 @@ class FasterNet(BaseBackbone):
         norm_output: add the official detection model's norm after each returned map.
         num_classes: an int also builds the official classification head (``avgpool_pre_head``
             with ``feature_dim`` channels, then ``head``; 0 means no Linear) for :meth:`classify`.
+        csp: ``dict(ratio=0.5)`` builds Cross-Stage-Partial stages (the shared
+            :class:`~mmlightbb.models.layers.CSPStage`, laid out as CSPConvNeXt): stage i's
+            merging layer (2x2/s2 ConvBN; none for stage 0) goes to the inner width
+            ``(channels[i-1] + channels[i]) // 2`` (stage 0: ``channels[0]``), ``ratio`` of it runs
+            through the stage's MLP blocks, the rest is the shortcut, and a 1x1 ConvBN-act fuses
+            the concatenation to ``channels[i]``. Keys: ``stages.i.{down,conv1,conv2,blocks,
+            conv3}`` for i = 0..3 (no merging layers between them). None (default) is the
+            official model; the arch ``'csp-t2'`` is t2 with ``csp=dict(ratio=0.5)``.
     """
     # drop_path_rate: official detection wrappers for s/m/l; cls yamls for t0/t1/t2 (no det wrapper)
     arch_settings = {
@@ -157,6 +166,9 @@ class FasterNet(BaseBackbone):
                   drop_path_rate=0.2),
         'l': dict(channels=(192, 384, 768, 1536), depths=(3, 4, 18, 3), act_cfg=_RELU,
                   drop_path_rate=0.3),
+        # t2 in CSP stages (csp=dict(ratio=0.5)); not a published model, no weights
+        'csp-t2': dict(channels=(96, 192, 384, 768), depths=(1, 2, 8, 2), act_cfg=_RELU,
+                       drop_path_rate=0.05),
     }
 
     cpu_channels_last = True
@@ -177,9 +189,13 @@ class FasterNet(BaseBackbone):
                  num_classes: Optional[int] = None,
                  feature_dim: int = 1280,
                  with_cp: bool = False,
+                 csp: Optional[dict] = None,
                  init_cfg=None):
         super().__init__(arch, in_channels, out_indices, frozen_stages, norm_eval, with_cp,
                          init_cfg)
+        if csp is None and self.arch_name.startswith('csp-'):
+            csp = dict(ratio=0.5)
+        self.csp = parse_csp_cfg(csp, f'{type(self).__name__}(arch={self.arch_name!r})')
         channels, depths = self.arch['channels'], self.arch['depths']
         act_cfg = self.arch['act_cfg'] if act_cfg is None else act_cfg
         drop_path_rate = self.arch['drop_path_rate'] if drop_path_rate is None else drop_path_rate
@@ -191,15 +207,19 @@ class FasterNet(BaseBackbone):
         self.patch_embed = ConvBN(in_channels, channels[0], 4, 4, 0, norm_cfg=norm_cfg,
                                   names=('proj', 'norm'))
         rates = torch.linspace(0, drop_path_rate, sum(depths), device='cpu').tolist()
+        block_kwargs = dict(n_div=n_div, mlp_ratio=mlp_ratio,
+                            layer_scale_init_value=layer_scale_init_value, norm_cfg=norm_cfg,
+                            act_cfg=act_cfg)
         layers = []
         for i, depth in enumerate(depths):
+            stage_rates = rates[sum(depths[:i]):sum(depths[:i + 1])]
+            if self.csp is not None:
+                layers.append(self._csp_stage(i, channels, stage_rates, block_kwargs))
+                continue
             if i > 0:  # the official PatchMerging
                 layers.append(ConvBN(channels[i - 1], channels[i], 2, 2, 0, norm_cfg=norm_cfg,
                                      names=('reduction', 'norm')))
-            layers.append(BasicStage(
-                channels[i], rates[sum(depths[:i]):sum(depths[:i + 1])], n_div=n_div,
-                mlp_ratio=mlp_ratio, layer_scale_init_value=layer_scale_init_value,
-                norm_cfg=norm_cfg, act_cfg=act_cfg))
+            layers.append(BasicStage(channels[i], stage_rates, **block_kwargs))
         self.stages = nn.Sequential(*layers)
 
         self.norm_output = norm_output
@@ -214,6 +234,25 @@ class FasterNet(BaseBackbone):
                 nn.Conv2d(self.stage_channels[3], feature_dim, 1, bias=False),
                 build_activation_layer(act_cfg))
             self.head = nn.Linear(feature_dim, num_classes) if num_classes > 0 else nn.Identity()
+
+    def _csp_stage(self, i: int, channels, rates, block_kwargs: dict) -> CSPStage:
+        c_in = channels[i - 1] if i > 0 else channels[0]
+        mid = (c_in + channels[i]) // 2
+        # FasterNet's merging layer, to the inner width
+        down = (ConvBN(c_in, mid, 2, 2, 0, norm_cfg=block_kwargs['norm_cfg'])
+                if i > 0 else None)
+        n_div = block_kwargs['n_div']
+
+        def blocks(c: int) -> nn.Sequential:
+            if c // n_div < 1:
+                raise ValueError(f'{type(self).__name__}(arch={self.arch_name!r}): the CSP block '
+                                 f'part of stage {i} has {c} channels, fewer than n_div={n_div}; '
+                                 'use wider stages or a larger csp ratio')
+            return BasicStage(c, rates, **block_kwargs).blocks
+
+        return CSPStage(mid, channels[i], blocks, down=down, ratio=self.csp['ratio'],
+                        conv_bias=False, norm_cfg=block_kwargs['norm_cfg'],
+                        act_cfg=block_kwargs['act_cfg'])
 
     def _check_args(self, channels, depths, drop_path_rate, n_div, mlp_ratio,
                     layer_scale_init_value, num_classes, feature_dim):
@@ -243,6 +282,8 @@ class FasterNet(BaseBackbone):
     def frozen_modules(self, index: int) -> List[nn.Module]:
         if index == 0:
             return [self.patch_embed]
+        if self.csp is not None:  # the whole CSP stage, its merging layer included
+            return [self.stages[index - 1]]
         # stage k is stages[2k-2], led into by the merging layer stages[2k-3]
         return list(self.stages[max(2 * index - 3, 0):2 * index - 1])
 
@@ -251,6 +292,8 @@ class FasterNet(BaseBackbone):
             for block in layer.blocks:
                 x = self.run_block(block, x)
             return x
+        if isinstance(layer, CSPStage):
+            return layer(x, self.run_block)
         return layer(x)
 
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
@@ -260,12 +303,14 @@ class FasterNet(BaseBackbone):
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         x = self._embed(x)
         outs = []
-        last = 2 * self.out_indices[-1]
+        # the plain form interleaves merging layers: stage i is stages[2i] (CSP: stages[i])
+        step = 1 if self.csp is not None else 2
         for idx, layer in enumerate(self.stages):
             x = self._run_stage(layer, x)
-            if idx % 2 == 0 and idx // 2 in self.out_indices:
-                outs.append(getattr(self, f'norm{idx}')(x) if self.norm_output else x)
-            if idx == last:  # later stages would feed nothing
+            if idx % step == 0 and idx // step in self.out_indices:
+                i = idx // step
+                outs.append(getattr(self, f'norm{2 * i}')(x) if self.norm_output else x)
+            if idx == step * self.out_indices[-1]:  # later stages would feed nothing
                 break
         return nchw_outputs(outs)
 
