@@ -227,12 +227,13 @@ def test_tools_parse_precision_flags():
     assert isinstance(args, argparse.Namespace)
 
 
-def test_test_tool_hands_the_evaluator_fp32_predictions():
+def test_fp32_predictions_hands_the_evaluator_fp32_inside_the_block_only():
     """Under autocast the predicted boxes/scores are bf16, which mmdet's metrics cannot
     ``.numpy()`` ("Got unsupported ScalarType BFloat16")."""
     from mmdet.structures import DetDataSample
     from mmengine.structures import InstanceData
-    tool = _tool('test.py', 'mmlightbb_test_tool2')
+
+    from mmlightbb.engine.precision import fp32_predictions
 
     class Model:
         def test_step(self, data):
@@ -242,8 +243,11 @@ def test_test_tool_hands_the_evaluator_fp32_predictions():
                 scores=torch.rand(3, dtype=torch.bfloat16))
             return [sample]
     model = Model()
-    tool.fp32_predictions(model)
-    pred = model.test_step({})[0].pred_instances
+    with fp32_predictions(model):
+        pred = model.test_step({})[0].pred_instances
     assert pred.bboxes.dtype == pred.scores.dtype == torch.float32
     assert pred.labels.dtype == torch.int64 and len(pred) == 3
     pred.scores.numpy()
+    # after the block the model is as it was: a deep copy (the benchmark's) runs its own step
+    assert 'test_step' not in vars(model)
+    assert model.test_step({})[0].pred_instances.scores.dtype == torch.bfloat16

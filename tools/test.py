@@ -13,13 +13,13 @@ import torch
 from mmengine.evaluator import DumpResults
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
-from mmengine.structures import BaseDataElement
 
 import mmlightbb  # noqa: F401  (registers backbones, datasets and the safe checkpoint loader)
 from mmlightbb.datasets.sonar import UnreadableImageError
 from mmlightbb.engine import CheckpointFormatError, UnsafeCheckpointError
 from mmlightbb.engine.config import add_runner_args, config_from_args
-from mmlightbb.engine.precision import resolve_precision
+from mmlightbb.engine.precision import (fp32_predictions, resolve_test_precision,
+                                         set_test_autocast)
 from mmlightbb.models.neck_check import ChannelMismatchError
 
 
@@ -43,49 +43,16 @@ def set_test_precision(cfg, precision: str) -> str:
     """Turn on mmengine's TestLoop autocast (``test_cfg.fp16``: fp16 on CUDA, bf16 on CPU) for
     the precision that runs here; returns it."""
     device = 'cuda' if torch.cuda.is_available() else 'cpu'
-    if precision == 'bf16' and device == 'cuda':
-        raise SystemExit('error: --precision bf16 is the CPU path of tools/test.py (mmengine\'s '
-                         'TestLoop autocasts CUDA to fp16); use --precision fp16 on CUDA')
     try:
-        ran, note = resolve_precision(precision, device, warn=False)
+        ran, note = resolve_test_precision(precision, device)
+        set_test_autocast(cfg, ran)
     except ValueError as err:
         raise SystemExit(f'error: {err}') from None
     if ran != precision:
         print(f'warning: {note}')
     if ran != 'fp32':
-        loop = cfg.get('test_cfg') or dict(type='TestLoop')
-        if str(loop.get('type', 'TestLoop')).split('.')[-1] != 'TestLoop':
-            raise SystemExit(f"error: --precision {ran} needs test_cfg type 'TestLoop', got "
-                             f"{loop.get('type')!r}")
-        loop['fp16'] = True
-        cfg.test_cfg = loop
         print(f'test precision: {note}')
     return ran
-
-
-def fp32_predictions(model) -> None:
-    """Make ``model.test_step`` hand the evaluator fp32 predictions: under autocast the boxes and
-    scores come out bf16/fp16, which the metrics' ``.numpy()`` cannot take ("Got unsupported
-    ScalarType BFloat16"). Only this model instance is changed."""
-    test_step = model.test_step
-
-    def to_fp32(element):
-        for key, value in list(element.items()):
-            if isinstance(value, BaseDataElement):
-                to_fp32(value)
-            elif (isinstance(value, torch.Tensor) and value.is_floating_point()
-                  and value.dtype != torch.float32):
-                element.set_field(value.float(), key,
-                                  field_type='metainfo' if key in element.metainfo_keys()
-                                  else 'data')
-
-    def wrapped(data):
-        outputs = test_step(data)
-        for sample in outputs:
-            if isinstance(sample, BaseDataElement):
-                to_fp32(sample)
-        return outputs
-    model.test_step = wrapped
 
 
 def main():
@@ -96,7 +63,7 @@ def main():
         raise SystemExit(f'--out must be a .pkl/.pickle file, got {args.out!r}')
     cfg = config_from_args(args)
     cfg.load_from = args.checkpoint
-    precision = set_test_precision(cfg, args.precision)
+    set_test_precision(cfg, args.precision)
     if args.show or args.show_dir:
         hook = cfg.default_hooks.get('visualization')
         if hook is None:
@@ -111,11 +78,10 @@ def main():
     # image, a broken or unsafe checkpoint, a neck that does not fit the backbone
     try:
         runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
-        if precision != 'fp32':
-            fp32_predictions(runner.model)
         if args.out is not None:
             runner.test_evaluator.metrics.append(DumpResults(out_file_path=args.out))
-        runner.test()
+        with fp32_predictions(runner.model):  # a no-op in fp32
+            runner.test()
     except (FileNotFoundError, UnreadableImageError, CheckpointFormatError, UnsafeCheckpointError,
             ChannelMismatchError) as err:
         # raised in a dataloader worker, the message holds the worker's traceback; ours is last

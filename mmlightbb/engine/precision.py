@@ -22,9 +22,11 @@ from typing import Tuple
 import torch
 from mmengine.optim import OptimWrapper
 from mmengine.registry import OPTIM_WRAPPERS
+from mmengine.structures import BaseDataElement
 
 __all__ = ['PRECISIONS', 'AUTOCAST_DTYPES', 'cpu_bf16_support', 'resolve_precision',
-           'autocast_context', 'CPUBF16OptimWrapper']
+           'autocast_context', 'resolve_test_precision', 'set_test_autocast', 'fp32_predictions',
+           'CPUBF16OptimWrapper']
 
 PRECISIONS = ('fp32', 'bf16', 'fp16')
 AUTOCAST_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
@@ -92,6 +94,63 @@ def autocast_context(precision: str, device: str = 'cpu'):
     if precision == 'fp32':
         return contextlib.nullcontext()
     return torch.autocast(device, dtype=AUTOCAST_DTYPES[precision])
+
+
+def resolve_test_precision(precision: str, device: str = 'cpu') -> Tuple[str, str]:
+    """:func:`resolve_precision` for mmengine's ``TestLoop``, whose autocast is bf16 on CPU and
+    fp16 on CUDA: bf16 on CUDA raises ValueError (as fp16 on CPU does)."""
+    if precision == 'bf16' and device == 'cuda':
+        raise ValueError("bf16 testing is the CPU path (mmengine's TestLoop autocasts CUDA to "
+                         'fp16); use --precision fp16 on CUDA')
+    return resolve_precision(precision, device, warn=False)
+
+
+def set_test_autocast(cfg, precision: str):
+    """Turn on mmengine's TestLoop autocast (``test_cfg.fp16``) in ``cfg`` for a precision from
+    :func:`resolve_test_precision`; fp32 leaves ``cfg`` as it is. ValueError for another loop."""
+    if precision == 'fp32':
+        return
+    loop = cfg.get('test_cfg') or dict(type='TestLoop')
+    if str(loop.get('type', 'TestLoop')).split('.')[-1] != 'TestLoop':
+        raise ValueError(f"--precision {precision} needs test_cfg type 'TestLoop', got "
+                         f"{loop.get('type')!r}")
+    loop['fp16'] = True
+    cfg.test_cfg = loop
+
+
+@contextlib.contextmanager
+def fp32_predictions(model):
+    """Within the block ``model.test_step`` hands the evaluator fp32 predictions: under autocast
+    the boxes and scores come out bf16/fp16, which the metrics' ``.numpy()`` cannot take ("Got
+    unsupported ScalarType BFloat16"). Only this model instance is changed, and only inside the
+    block (a deep copy made inside would still call this instance's test_step)."""
+    test_step = model.test_step
+    own = vars(model).get('test_step')  # an instance attribute set before, if any
+
+    def to_fp32(element):
+        for key, value in list(element.items()):
+            if isinstance(value, BaseDataElement):
+                to_fp32(value)
+            elif (isinstance(value, torch.Tensor) and value.is_floating_point()
+                  and value.dtype != torch.float32):
+                element.set_field(value.float(), key,
+                                  field_type='metainfo' if key in element.metainfo_keys()
+                                  else 'data')
+
+    def wrapped(data):
+        outputs = test_step(data)
+        for sample in outputs:
+            if isinstance(sample, BaseDataElement):
+                to_fp32(sample)
+        return outputs
+    model.test_step = wrapped
+    try:
+        yield model
+    finally:
+        if own is None:
+            del model.test_step  # the class's test_step again
+        else:
+            model.test_step = own
 
 
 @OPTIM_WRAPPERS.register_module()
