@@ -148,7 +148,8 @@ def test_deploy_of_a_whole_detector_also_fuses_the_neck():
     (dict(precision='int8'), 'precision must be one of'),
     (dict(backend='tensorrt'), 'backend must be one of'),
     (dict(backend='onnxruntime'), 'add --deploy'),
-    (dict(backend='onnxruntime', deploy=True, backbone_only=False), 'add --backbone-only'),
+    (dict(backend='onnxruntime', deploy=True, backbone_only=False, batch_size=2),
+     'exported YOLOX detector with NMS at batch 1'),
     (dict(backend='onnxruntime', deploy=True, precision='bf16'), 'onnxruntime runs the fp32'),
     (dict(backend='openvino', deploy=True, profile=True), '--profile is for --backend pytorch'),
 ])
@@ -372,3 +373,35 @@ def test_runtime_backends_time_the_exported_backbone(backend):
     assert res['timed_model']['backbone_layout'] == 'contiguous'  # the plain NCHW graph
     assert 'session.run' in res['timed_unit'] and 'not timed' in res['timed_unit']
     assert f'backend={backend}' in bm.format_table(res)
+
+
+@pytest.mark.parametrize('backend', ['onnxruntime', 'openvino'])
+def test_runtime_backends_time_the_exported_yolox_detector_with_nms(backend):
+    """Without --backbone-only a runtime times what test_step computes after the preprocessor:
+    backbone, neck, head, box decoding and NMS (the graph of tools/export.py --with-nms)."""
+    pytest.importorskip(backend)
+    model, _ = bm.build_detector(osp.join(REPO, 'configs', 'yolox_fasternet_t0_tiny.py'))
+    res = bm.benchmark(model, shape=(64, 64), deploy=True, backend=backend, threads=1, warmup=1,
+                       iters=2, **FAST)
+    s = res['settings']
+    assert (s['mode'], s['backend'], s['precision']) == ('exported_detector', backend, 'fp32')
+    assert 'box decoding and NMS' in res['timed_unit'] and res['fps'] > 0
+    diff = res['export_check']['max_rel_diff']
+    assert diff is None or diff <= 1e-4  # None: another number of detections (a tie)
+    assert res['deploy_check']['neck_max_rel_diff'] is not None
+    assert res['timed_model']['backbone_layout'] == 'contiguous'  # the plain NCHW graph
+    assert 'timed unit (exported_detector)' in bm.format_table(res)
+
+
+def test_runtime_backends_refuse_a_detector_whose_post_processing_does_not_export(monkeypatch):
+    """Cascade R-CNN's RoI stages (here: a detector with no bbox_head) and a missing runtime
+    stop with one line before anything is deployed or exported."""
+    from mmlightbb.analysis.export import ExportError
+    pytest.importorskip('onnxruntime')
+    with pytest.raises(ExportError, match='exports YOLOX detectors .* TinyDet with no bbox_head '
+                       r'is not exported yet: .*\(--backbone-only\)'):
+        bm.benchmark(TinyDet(), shape=(64, 64), deploy=True, backend='onnxruntime', **FAST)
+    monkeypatch.setitem(sys.modules, 'onnxruntime', None)  # import onnxruntime -> ImportError
+    with pytest.raises(ExportError, match="package 'onnxruntime' is not installed"):
+        bm.benchmark(TinyDet(), shape=(64, 64), backbone_only=True, deploy=True,
+                     backend='onnxruntime', **FAST)

@@ -46,9 +46,10 @@ def parse_args():
     parser.add_argument('--fp16', action='store_true', help='= --precision fp16 (CUDA only)')
     parser.add_argument('--backend', choices=['pytorch', 'onnxruntime', 'openvino'],
                         default='pytorch',
-                        help='time the exported backbone (ONNX opset 17, deployed, NCHW) in this '
-                        'runtime; needs --backbone-only --deploy; session creation and warm-up '
-                        'untimed, runtime threads = --threads')
+                        help='time the exported model (ONNX opset 17, deployed, NCHW) in this '
+                        'runtime: the backbone with --backbone-only, else the YOLOX detector with '
+                        'box decoding and NMS (batch 1); needs --deploy; session creation and '
+                        'warm-up untimed, runtime threads = --threads')
     parser.add_argument('--profile', action='store_true',
                         help='per-operator-type time shares (torch.profiler) from extra '
                         'iterations after the timed ones')

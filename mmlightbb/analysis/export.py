@@ -41,7 +41,7 @@ from .benchmark.inputs import (build_detector, deploy_model, find_test_scale, fl
 
 __all__ = ['FORMATS', 'OPSET', 'ExportError', 'require', 'prepare_for_export', 'export_onnx',
            'export_openvino', 'export_model', 'load_runtime', 'check_export', 'build_for_export',
-           'default_out_path', 'YOLOXDetections']
+           'default_out_path', 'yolox_head', 'YOLOXDetections']
 
 FORMATS = ('onnx', 'openvino')
 OPSET = 17
@@ -270,6 +270,19 @@ class _ONNXNMS(torch.autograd.Function):
                     center_point_box_i=0)
 
 
+def yolox_head(detector: nn.Module) -> nn.Module:
+    """The detector's ``YOLOXHead``, whose post-processing :class:`YOLOXDetections` puts in the
+    graph; ExportError naming the head of any other detector (two-stage detectors such as
+    Cascade R-CNN: their RoI stages are not exported yet)."""
+    head = getattr(detector, 'bbox_head', None) or getattr(detector, 'roi_head', None)
+    if type(head).__name__ != 'YOLOXHead':
+        what = 'no bbox_head' if head is None else type(head).__name__
+        raise ExportError(f'--with-nms exports YOLOX detectors (so do the runtime benchmarks of '
+                          f'a whole detector); {type(detector).__name__} with {what} is not '
+                          'exported yet: export or time its backbone alone (--backbone-only)')
+    return head
+
+
 class YOLOXDetections(nn.Module):
     """A YOLOX detector with its post-processing in the graph: backbone, neck, head, box
     decoding (``YOLOXHead._bbox_decode`` on the grid priors), score = max class score x
@@ -280,10 +293,7 @@ class YOLOXDetections(nn.Module):
 
     def __init__(self, detector: nn.Module, shape: Tuple[int, int]):
         super().__init__()
-        head = detector.bbox_head
-        if type(head).__name__ != 'YOLOXHead':
-            raise ExportError(f'--with-nms exports YOLOX detectors; this head is '
-                              f'{type(head).__name__}')
+        head = yolox_head(detector)
         self.detector, self.head = detector, head
         cfg = head.test_cfg
         self.score_thr = float(cfg.get('score_thr', 0.01))

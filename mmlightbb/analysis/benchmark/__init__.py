@@ -15,6 +15,10 @@ the clock (no dataloader, no image decoding, no host-to-device copy of a new bat
   number of boxes reaching NMS is whatever the (possibly untrained) head produces.
 * ``backbone_only``: ``model.backbone(x)`` on a float tensor that the model's own data preprocessor
   normalised once, before timing.
+* ``exported_detector`` (``backend`` onnxruntime / openvino without ``backbone_only``): the
+  runtime's ``session.run`` of the deployed YOLOX detector exported with box decoding and NMS in
+  the graph (``tools/export.py --with-nms``, batch 1) on that normalised tensor: test_step less
+  the preprocessor. Other detectors (Cascade R-CNN's RoI stages) raise ``ExportError``.
 
 Real images (``--real-images``): instead of the synthetic batch, (warmup + iters) x batch images of
 the config's test set (``test_dataloader.dataset`` built from mmdet's ``DATASETS`` with its test
@@ -69,9 +73,10 @@ applicable):
 
 * ``schema_version`` (int), ``timed_unit`` (str, what one timed iteration ran)
 * ``settings``: ``config``, ``checkpoint``, ``cfg_options`` (dict or null), ``mode``
-  ('test_step' | 'backbone_only'), ``input_hw`` [H, W], ``batch_size``, ``warmup``, ``iters``,
-  ``threads`` (torch.get_num_threads() during timing), ``device`` ('cpu' | 'cuda'), ``deploy``
-  (bool), ``channels_last`` (bool), ``dtype`` ('float32' | 'bfloat16' | 'float16': what ran),
+  ('test_step' | 'backbone_only' | 'exported_detector'), ``input_hw`` [H, W], ``batch_size``,
+  ``warmup``, ``iters``, ``threads`` (torch.get_num_threads() during timing), ``device`` ('cpu' |
+  'cuda'), ``deploy`` (bool), ``channels_last`` (bool), ``dtype`` ('float32' | 'bfloat16' |
+  'float16': what ran),
   ``precision`` ('fp32' | 'bf16' | 'fp16': what ran), ``precision_requested`` (what was asked:
   bf16 runs fp32 on a CPU without native bf16), ``precision_note`` (str, why), ``backend``
   ('pytorch' | 'onnxruntime' | 'openvino'), ``real_images`` (bool), ``profile`` (bool)
@@ -89,8 +94,9 @@ applicable):
 * ``precision_check``: null unless bf16 ran in PyTorch on CPU, else ``max_rel_diff`` (backbone
   outputs under bf16 autocast vs fp32, same weights and input) and ``compared`` (str)
 * ``export_check``: null with backend pytorch, else ``max_rel_diff`` (the runtime's outputs at
-  the precision that ran vs the PyTorch backbone in fp32), ``fp32_max_rel_diff`` (OpenVINO bf16
-  only: the same file run in f32), ``runtime_threads`` and ``compared`` (str)
+  the precision that ran vs the exported PyTorch module in fp32; null when their shapes differ,
+  i.e. another number of detections), ``fp32_max_rel_diff`` (OpenVINO bf16 only: the same file
+  run in f32), ``runtime_threads`` and ``compared`` (str)
 * ``timed_model``: ``deployed`` (bool), ``backbone_batchnorm_layers`` (BatchNorm modules left in
   the timed backbone), ``memory_format`` ('channels_last' | 'contiguous': what --channels-last
   did to the weights and input), ``backbone_layout`` ('channels_last' | 'contiguous' | 'mixed' |

@@ -8,13 +8,15 @@ import sys
 import tempfile
 from typing import List, Optional
 
+import numpy as np
 import torch
 from torch import nn
 
 from ..complexity import count_macs, count_params
 from ...engine.precision import TORCH_DTYPE_NAMES, autocast_context, resolve_precision
 from .inputs import (backbone_layout, build_detector, conv_input_layouts, count_bn, deploy_model,
-                     find_test_scale, in_channels_of, load_test_batches, make_batch, max_rel_diff)
+                     find_test_scale, flatten_outputs, in_channels_of, load_test_batches,
+                     make_batch, max_rel_diff)
 from .profile import profile_ops
 from .settings import BenchmarkSettings
 from .timing import cpu_name, matmul_peak_gflops, summarize, time_fn, versions
@@ -65,12 +67,19 @@ def _benchmark(model, s: BenchmarkSettings, batches, images_info, source):
     if getattr(model, 'backbone', None) is None:
         raise ValueError(f'{type(model).__name__} has no .backbone; pass a detector')
     batch_size, device = s.batch_size, s.device
+    if s.backend != 'pytorch':  # a missing runtime or a head that does not export: say so first
+        from ..export import require, yolox_head
+        require('onnx')
+        require(s.backend)
+        if not s.backbone_only:
+            yolox_head(model)
     precision, precision_note = resolve_precision(s.precision, device, warn=False)
     if precision != s.precision:  # bf16 without native support: fp32, said in one line
         print(f'warning: {precision_note}', file=sys.stderr)
     fp16 = precision == 'fp16'
     dtype = TORCH_DTYPE_NAMES[precision]
-    mode = 'backbone_only' if s.backbone_only else 'test_step'
+    mode = ('backbone_only' if s.backbone_only else
+            'test_step' if s.backend == 'pytorch' else 'exported_detector')
     real = batches is not None
     if not real:
         batches = [make_batch(batch_size, s.shape, in_channels_of(model))]
@@ -130,30 +139,41 @@ def _benchmark(model, s: BenchmarkSettings, batches, images_info, source):
     workdir = None
     if s.backend != 'pytorch':
         # here, not at the top: analysis.export builds on this package's inputs module
-        from ..export import check_export, export_model, load_runtime, prepare_for_export
+        from ..export import YOLOXDetections, export_model, load_runtime, prepare_for_export
         fmt = 'onnx' if s.backend == 'onnxruntime' else 'openvino'
-        module = prepare_for_export(timed, backbone_only=True, deploy=False)  # deployed above
+        module = prepare_for_export(timed, backbone_only=s.backbone_only, deploy=False)
+        if s.backbone_only:
+            exported_backbone = module.module
+            exported = 'the exported backbone'
+        else:  # box decoding and NMS in the graph: what test_step's post-processing does
+            module = YOLOXDetections(module.module, shape).eval()
+            exported_backbone = module.detector.backbone
+            exported = ('the exported detector: backbone, neck, head, box decoding and NMS; '
+                        'the normalisation before it is not in the graph')
         workdir = tempfile.TemporaryDirectory(prefix='mmlightbb-bench-')
         path = export_model(module, x, os.path.join(
-            workdir.name, 'backbone.onnx' if fmt == 'onnx' else 'backbone.xml'), fmt)
+            workdir.name, 'model.onnx' if fmt == 'onnx' else 'model.xml'), fmt)
         runtime_threads = s.threads or threads_used
         run = load_runtime(path, fmt, runtime_threads, precision)  # session creation, untimed
         with torch.no_grad():
             ref = module(x)
         export_check = dict(
-            max_rel_diff=max_rel_diff(ref, [torch.from_numpy(o) for o in run(x.numpy())]),
-            fp32_max_rel_diff=(check_export(module, path, fmt, x) if precision != 'fp32'
-                               else None),
+            max_rel_diff=_runtime_max_rel_diff(ref, run(x.numpy())),
+            fp32_max_rel_diff=(_runtime_max_rel_diff(ref, load_runtime(path, fmt)(x.numpy()))
+                               if precision != 'fp32' else None),
             runtime_threads=runtime_threads,
-            compared=f'{s.backend} ({precision}) vs the PyTorch backbone (fp32) on one '
+            compared=f'{s.backend} ({precision}) vs the PyTorch '
+                     f"{'backbone' if s.backbone_only else 'detections'} (fp32) on one "
                      f'{x.shape[0]}x{x.shape[1]}x{shape[0]}x{shape[1]} preprocessed input; the '
-                     'exported graph is deployed, NCHW, ONNX opset 17')
+                     'exported graph is deployed, NCHW, ONNX opset 17; null: the outputs differ '
+                     'in shape (another number of detections)')
         arrays = [t.contiguous().numpy() for t in xs]
         feed = itertools.cycle(arrays)
         fn = lambda: run(next(feed))  # noqa: E731
-        unit = (f'{s.backend} session.run on a {batch_size}x{x.shape[1]}x{shape[0]}x{shape[1]} '
-                f'{dtype} array already normalised (the exported backbone; session creation '
-                f'and warm-up not timed; {runtime_threads} runtime threads)')
+        unit = (f'{s.backend} session.run of {exported}, on a '
+                f'{batch_size}x{x.shape[1]}x{shape[0]}x{shape[1]} {dtype} array already '
+                f'normalised (session creation and warm-up not timed; {runtime_threads} runtime '
+                'threads)')
     elif s.backbone_only:
         xins = [t.to(device).contiguous(memory_format=memory_format) for t in xs]
         if fp16:
@@ -187,7 +207,7 @@ def _benchmark(model, s: BenchmarkSettings, batches, images_info, source):
                 + (f' ({precision} autocast)' if precision != 'fp32' else ''))
 
     if s.backend != 'pytorch':  # the exported graph's layout: that of the NCHW module traced
-        layouts = conv_input_layouts(module.module, x)
+        layouts = conv_input_layouts(exported_backbone, x)
     else:
         probe = xins[0] if s.backbone_only else x.to(device)  # as the preprocessor hands it
         with autocast_context(precision if not s.backbone_only or precision == 'bf16'
@@ -236,6 +256,18 @@ def _benchmark(model, s: BenchmarkSettings, batches, images_info, source):
         profile=profile,
     )
     return results, timed
+
+
+def _runtime_max_rel_diff(ref, outs) -> Optional[float]:
+    """:func:`max_rel_diff` of a runtime's outputs (numpy arrays) to PyTorch's; None when their
+    shapes differ (a box scored near the threshold or the NMS IoU kept by one side only), 0 for
+    equal empty outputs (no detection on either side)."""
+    refs = flatten_outputs(ref)
+    outs = [torch.from_numpy(np.asarray(o)) for o in outs]
+    if [tuple(t.shape) for t in refs] != [tuple(t.shape) for t in outs]:
+        return None
+    pairs = [(a, b) for a, b in zip(refs, outs) if a.numel()]
+    return max_rel_diff([a for a, _ in pairs], [b for _, b in pairs]) if pairs else 0.0
 
 
 def run_benchmark(config: str, settings: Optional[BenchmarkSettings] = None,

@@ -43,10 +43,10 @@ def format_table(res: dict) -> str:
         rows.append((f"{s['precision']} vs fp32 max rel diff", f"{pc['max_rel_diff']:.3e}"))
     ec = res.get('export_check')
     if ec is not None:
-        rows.append((f"{s['backend']} vs PyTorch max rel diff", f"{ec['max_rel_diff']:.3e}"))
-        if ec.get('fp32_max_rel_diff') is not None:
+        rows.append((f"{s['backend']} vs PyTorch max rel diff", _diff_cell(ec['max_rel_diff'])))
+        if s['precision'] != 'fp32':
             rows.append((f"{s['backend']} fp32 vs PyTorch max rel diff",
-                         f"{ec['fp32_max_rel_diff']:.3e}"))
+                         _diff_cell(ec['fp32_max_rel_diff'])))
     prof = res['profile']
     if prof is not None:
         for cat, entry in prof['categories'].items():
@@ -67,6 +67,10 @@ def format_table(res: dict) -> str:
                      'iteration and share of the profiled op time')
     lines += [f'{name:<{width}}  {value:>{vwidth}}  {ctx}' for name, value in rows]
     return '\n'.join(lines)
+
+
+def _diff_cell(diff) -> str:
+    return 'n/a: other output shapes (number of detections)' if diff is None else f'{diff:.3e}'
 
 
 def dump_json(res: dict, path: str):

@@ -21,8 +21,10 @@ class BenchmarkSettings:
 
     ``precision`` is 'fp32', 'bf16' (autocast; CPUs with native bf16, else it runs fp32 with a
     warning) or 'fp16' (CUDA autocast); ``fp16=True`` is the older spelling of
-    ``precision='fp16'``. ``backend`` 'onnxruntime' / 'openvino' times the exported (ONNX) backbone
-    in that runtime instead of PyTorch (backbone-only, CPU).
+    ``precision='fp16'``. ``backend`` 'onnxruntime' / 'openvino' times the exported (ONNX) model in
+    that runtime instead of PyTorch (CPU, deployed): the backbone with ``backbone_only``, else the
+    YOLOX detector with box decoding and NMS in the graph (batch 1; other detectors raise
+    ``ExportError`` when benchmarked).
     """
     shape: Optional[Tuple[int, int]] = None
     batch_size: int = 1
@@ -76,9 +78,10 @@ class BenchmarkSettings:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got "
                              f'{self.backend!r}')
         if self.backend != 'pytorch':
-            if not self.backbone_only:
-                raise ValueError(f'--backend {self.backend} times the exported backbone: add '
-                                 '--backbone-only (tools/export.py exports whole detectors)')
+            if not self.backbone_only and self.batch_size != 1:
+                raise ValueError(f'--backend {self.backend} times the exported YOLOX detector '
+                                 'with NMS at batch 1 (tools/export.py --with-nms); use '
+                                 '--batch-size 1 or --backbone-only')
             if self.device != 'cpu':
                 raise ValueError(f'--backend {self.backend} runs on the CPU here; use --device cpu')
             if not self.deploy:
