@@ -31,8 +31,11 @@ def test_fit_through_origin():
     assert cmp.fit_through_origin([], []) is None
 
 
-def _bench(run_dir, fps, macs_g, cpu='Test CPU @ 1GHz', config='configs/yolox_fasternet.py'):
-    """The parts of a tools/benchmark.py --out JSON (schema 1) that compare.py reads."""
+def _bench(run_dir, fps, macs_g, cpu='Test CPU @ 1GHz', config='configs/yolox_fasternet.py',
+           backend=None, precision=None):
+    """The parts of a tools/benchmark.py --out JSON (schema 1) that compare.py reads; without
+    ``backend``/``precision`` as written before they existed, to ``benchmark.json``, else to
+    the file tools/compare_backbones.py names for them."""
     res = dict(schema_version=1,
                settings=dict(config=config, mode='test_step', input_hw=[640, 640], batch_size=1,
                              threads=2, device='cpu', deploy=True, real_images=False),
@@ -40,7 +43,10 @@ def _bench(run_dir, fps, macs_g, cpu='Test CPU @ 1GHz', config='configs/yolox_fa
                params=dict(model=5e6, backbone=3e6),
                macs=dict(backbone_per_image=macs_g * 1e9), versions=dict(torch='2.13.0+cpu'),
                hardware=dict(cpu=cpu, gpu=None))
-    (run_dir / 'benchmark.json').write_text(json.dumps(res, indent=2))
+    if backend is not None:
+        res['settings'].update(backend=backend, precision=precision)
+    name = cmp.benchmark_file_name(backend or 'pytorch', precision or 'fp32')
+    (run_dir / name).write_text(json.dumps(res, indent=2))
 
 
 def _test_json(run_dir, stamp, metrics):
@@ -89,14 +95,14 @@ def runs(tmp_path):
 
 
 def test_metrics_come_from_the_newest_test_json_else_the_last_val_entry(runs):
-    fast, slow, nomap, nobench = (cmp.load_run(d) for d in runs)
+    fast, slow, nomap, nobench = (cmp.load_rows(d)[0] for d in runs)
     assert (fast['metric'], fast['map']) == ('pascal_voc/mAP', 0.45)
     assert fast['map_source'] == osp.join('20260102_120000', '20260102_120000.json')
     assert (slow['metric'], slow['map']) == ('pascal_voc/mAP', 0.60)
     assert 'scalars.json (last val entry)' in slow['map_source']
     assert (nobench['metric'], nobench['map']) == ('coco/bbox_mAP_50', 0.5)
     assert nomap['map'] is None and nomap['metric'] is None
-    assert cmp.load_run(runs[0], metric='coco/bbox_mAP')['map'] == 0.2
+    assert cmp.load_rows(runs[0], metric='coco/bbox_mAP')[0]['map'] == 0.2
 
 
 def test_table_plots_and_json(runs, tmp_path):
@@ -111,7 +117,8 @@ def test_table_plots_and_json(runs, tmp_path):
     assert len(rows) == 1 + 4  # header + one per run
     cells = {r.split(' | ')[0][2:]: [c.strip() for c in r.strip('| ').split(' | ')]
              for r in rows[1:]}
-    # name | head | backbone | config | mAP (metric) | COCO mAP | FPS | latency | ... | Pareto
+    # name | head | backbone | config | mAP (metric) | COCO mAP | FPS | latency | ... | backend |
+    # precision | Pareto
     assert cells['Fast'][1:3] == ['yolox', 'fasternet:t0']  # from run.json
     assert cells['Slow'][1:3] == ['-', '-']  # a work dir without run.json
     assert cells['Fast'][4] == '0.4500 (pascal_voc/mAP)' and cells['Fast'][-1] == 'yes'
@@ -122,6 +129,8 @@ def test_table_plots_and_json(runs, tmp_path):
     assert cells['NoMap'][-1] == '-'  # not plotted, so no Pareto verdict
     assert cells['NoBench'][4] == '0.5000 (coco/bbox_mAP_50)'
     assert cells['NoBench'][6:8] == ['missing', 'missing'] and cells['NoBench'][-1] == '-'
+    assert cells['Fast'][-3:-1] == ['pytorch', 'fp32']  # a file without them: PyTorch, fp32
+    assert cells['NoBench'][-3:-1] == ['-', '-']  # no benchmark at all
     assert '0.0000' not in md and '| 0.00 |' not in md  # missing is never shown as 0
     assert 'machine: Test CPU @ 1GHz' in md and 'torch: 2.13.0+cpu' in md
     assert 'NoMap: no mAP' in md and 'NoBench: no benchmark.json' in md
@@ -136,7 +145,7 @@ def test_table_plots_and_json(runs, tmp_path):
     lat = {'Fast': 50.0, 'Slow': 200.0, 'NoMap': 1000 / 30}
     macs = {'Fast': 3.0, 'Slow': 10.0, 'NoMap': 2.0}
     k = sum(lat[n] * macs[n] for n in ('Slow', 'NoMap')) / (10.0**2 + 2.0**2)
-    assert saved['fit']['per_head'] == {'yolox': pytest.approx(50 / 3), 'all': pytest.approx(k)}
+    assert saved['fit']['per_group'] == {'yolox': pytest.approx(50 / 3), 'all': pytest.approx(k)}
     assert saved['fit']['ms_per_gmac'] is None  # two lines, no single one
     assert by_name['Fast']['latency_vs_fit'] == pytest.approx(1.0)
     assert 'MACs vs latency (yolox runs): least-squares line through 0, 16.667 ms' in md
@@ -166,3 +175,71 @@ def test_bad_run_dir_and_names_are_clear_errors(runs, tmp_path):
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1].startswith("error: run dir not found: '")
     assert not (tmp_path / 'o').exists()
+
+
+def _rows_by_name_and_backend(md: str) -> dict:
+    rows = [ln for ln in md.splitlines() if ln.startswith('| ') and '---' not in ln]
+    header = [c.strip() for c in rows[0].strip('| ').split(' | ')]
+    cells = [dict(zip(header, (c.strip() for c in r.strip('| ').split(' | ')))) for r in rows[1:]]
+    return {(c['name'], c['backend']): c for c in cells}
+
+
+def test_one_row_per_backend_and_precision_with_the_mAP_tested_in_it(tmp_path):
+    """A bf16 run timed in PyTorch and OpenVINO (bf16) and, by hand, ONNX Runtime (fp32); a run
+    of settings version 1 (no precision: fp32) whose ONNX Runtime entry is a note."""
+    bf16, old = tmp_path / 'yolox_fasternet_t0', tmp_path / 'cascade_resnet_50'
+    for d in (bf16, old):
+        d.mkdir()
+    (bf16 / 'run.json').write_text(json.dumps(dict(
+        head='yolox', backbone='fasternet:t0', settings=dict(version=1, precision='bf16'))))
+    _test_json(bf16, '20260102_120000', {'pascal_voc/mAP': 0.4})
+    _bench(bf16, fps=20.0, macs_g=3.0, backend='pytorch', precision='bf16')
+    _bench(bf16, fps=50.0, macs_g=3.0, backend='openvino', precision='bf16')
+    _bench(bf16, fps=40.0, macs_g=3.0, backend='onnxruntime', precision='fp32')
+    (old / 'run.json').write_text(json.dumps(dict(head='cascade', backbone='resnet:50',
+                                                  settings=dict(version=1))))
+    _test_json(old, '20260102_120000', {'pascal_voc/mAP': 0.5})
+    _bench(old, fps=5.0, macs_g=10.0)
+    note = ('--with-nms exports YOLOX detectors (so do the runtime benchmarks of a whole '
+            'detector); CascadeRCNN with CascadeRoIHead is not exported yet: export or time its '
+            'backbone alone (--backbone-only)')
+    (old / cmp.benchmark_file_name('onnxruntime', 'fp32')).write_text(json.dumps(dict(
+        schema_version=1, settings=dict(backend='onnxruntime', precision='fp32'), note=note)))
+
+    out = tmp_path / 'report'
+    result, paths = cmp.run_compare([str(bf16), str(old)], str(out))
+    assert [(r['name'], r['backend'], r['precision']) for r in result['rows']] == [
+        ('yolox_fasternet_t0', 'pytorch', 'bf16'), ('yolox_fasternet_t0', 'onnxruntime', 'fp32'),
+        ('yolox_fasternet_t0', 'openvino', 'bf16'), ('cascade_resnet_50', 'pytorch', 'fp32'),
+        ('cascade_resnet_50', 'onnxruntime', 'fp32')]
+    md = (out / 'compare.md').read_text()
+    rows = _rows_by_name_and_backend(md)
+    pt, ort, ov = (rows['yolox_fasternet_t0', b] for b in ('pytorch', 'onnxruntime', 'openvino'))
+    assert (pt['precision'], pt['mAP (metric)'], pt['FPS'], pt['Pareto']) == (
+        'bf16', '0.4000 (pascal_voc/mAP)', '20.00', 'no')  # OpenVINO: same mAP, more FPS
+    assert (ov['precision'], ov['mAP (metric)'], ov['FPS'], ov['Pareto']) == (
+        'bf16', '0.4000 (pascal_voc/mAP)', '50.00', 'yes')
+    # tested in bf16 only: the fp32 row has no mAP of its own, so no point in the plot
+    assert (ort['mAP (metric)'], ort['FPS'], ort['Pareto']) == ('missing', '40.00', '-')
+    assert ('* yolox_fasternet_t0 onnxruntime: no mAP in fp32: the run was tested in bf16; '
+            'not in map_vs_fps.png') in md
+    cascade, noted = rows['cascade_resnet_50', 'pytorch'], rows['cascade_resnet_50', 'onnxruntime']
+    assert (cascade['precision'], cascade['mAP (metric)'], cascade['Pareto']) == (
+        'fp32', '0.5000 (pascal_voc/mAP)', 'yes')  # version-1 settings: tested in fp32
+    assert (noted['precision'], noted['mAP (metric)'], noted['FPS'], noted['Pareto']) == (
+        'fp32', '0.5000 (pascal_voc/mAP)', 'missing', '-')
+    assert f'* cascade_resnet_50 onnxruntime: onnxruntime fp32 not timed: {note}' in md
+    # the best deployable FPS of each backbone, and one MACs-latency line per head/variant
+    assert ('Fastest timed deployment per run: yolox_fasternet_t0 openvino bf16 50.00 FPS, '
+            'cascade_resnet_50 pytorch fp32 5.00 FPS') in md
+    assert result['fastest']['yolox_fasternet_t0'] == dict(backend='openvino', precision='bf16',
+                                                           fps=50.0)
+    assert result['fit']['per_group'] == {
+        'yolox bf16': pytest.approx(50 / 3), 'yolox onnxruntime': pytest.approx(25 / 3),
+        'yolox openvino bf16': pytest.approx(20 / 3), 'cascade': pytest.approx(20.0)}
+    assert 'MACs vs latency (yolox openvino bf16 runs): least-squares line through 0, 6.667' in md
+    for png in ('map_vs_fps.png', 'macs_vs_latency.png'):
+        assert (out / png).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    saved = json.loads((out / 'compare.json').read_text())
+    assert [r['benchmark'] for r in saved['rows']][:3] == [
+        'benchmark.json', 'benchmark-onnxruntime-fp32.json', 'benchmark-openvino-bf16.json']

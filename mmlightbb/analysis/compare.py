@@ -10,20 +10,30 @@ A RUN_DIR is a work dir (``work_dirs/<config>/``) holding:
   (``runner.log_dir`` + ``<timestamp>.json``); the newest timestamp wins. Without one, the last
   validation entry of ``<timestamp>/vis_data/scalars.json`` (one JSON object per line, written
   during training) of the newest run that has one.
-* the speed: ``benchmark.json``, the schema-1 JSON of ``tools/benchmark.py --out``.
+* the speed: ``benchmark.json``, the schema-1 JSON of ``tools/benchmark.py --out``, and any
+  ``benchmark-<backend>-<precision>.json`` beside it (``tools/compare_backbones.py --backends``
+  writes one per runtime; an entry with a ``note`` instead of numbers says why that backend was
+  not timed). One row per benchmark file, with its ``backend`` and ``precision`` (what ran) as
+  columns; a work dir without any has one row with the numbers missing.
 * optionally ``run.json`` (written by ``tools/compare_backbones.py``): the run's ``head`` and
-  ``backbone`` (``family:arch``), shown as their own columns ("-" when a work dir has none).
+  ``backbone`` (``family:arch``), shown as their own columns ("-" when a work dir has none), and
+  the precision it was tested in (``settings.precision``; absent: fp32). A row of another
+  precision shows no mAP (it was not tested in that precision); without run.json the mAP is
+  shown on every row.
 
 Besides the chosen mAP the table shows COCO mAP@[.5:.95] (``coco/bbox_mAP``) when the run has it.
 
 Metric: ``--metric`` if given, else the first of :data:`METRIC_PREFERENCE` that the run has; the
 table names the metric of every row. A run without a metric or a benchmark shows "missing" (never
-0) and is left out of the plots, with a note. The Pareto front of mAP vs FPS is the set of runs
-that no other run beats in one and at least matches in the other (higher is better for both;
-identical points are all on it). The MACs-vs-latency plot fits ``latency = k x MACs`` by least
-squares through the origin, one line per head (runs of different heads do not share one: the
-head's own cost is not in the backbone's MACs): the runs far from their line are those whose
-latency MACs do not explain (memory-bound depthwise or large-kernel convs, NMS, Python overhead).
+0) and is left out of the plots, with a note. The Pareto front of mAP vs FPS is the set of rows
+that no other row beats in one and at least matches in the other (higher is better for both;
+identical points are all on it), so of one run's backends only the fastest can be on it. The
+MACs-vs-latency plot fits ``latency = k x MACs`` by least squares through the origin, one line
+per head, backend and precision (runs of different heads do not share one: the head's own cost
+is not in the backbone's MACs; nor do runtimes or precisions, whose cost per MAC differs): the
+runs far from their line are those whose latency MACs do not explain (memory-bound depthwise or
+large-kernel convs, NMS, Python overhead). When a run has several timed rows the report names
+its fastest (the best deployable FPS of that backbone).
 
 Writes ``compare.md``, ``compare.json``, ``map_vs_fps.png`` and ``macs_vs_latency.png`` to
 OUT_DIR.
@@ -36,6 +46,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 METRIC_PREFERENCE = ('pascal_voc/mAP', 'coco/bbox_mAP_50', 'coco/bbox_mAP')
 MISSING = 'missing'
+BENCHMARK = 'benchmark.json'
 OUTPUT_FILES = ('compare.md', 'compare.json', 'map_vs_fps.png', 'macs_vs_latency.png')
 
 
@@ -88,48 +99,86 @@ def pick_metric(metrics: Optional[dict], metric: Optional[str] = None
     return None, None
 
 
-def load_run(run_dir: str, name: Optional[str] = None, metric: Optional[str] = None) -> dict:
-    """One row: the run's name, mAP (or None) and the benchmark numbers (or None)."""
+def benchmark_file_name(backend: str, precision: str) -> str:
+    """``benchmark.json`` for PyTorch, ``benchmark-<backend>-<precision>.json`` for a runtime."""
+    return BENCHMARK if backend == 'pytorch' else f'benchmark-{backend}-{precision}.json'
+
+
+def find_benchmarks(run_dir: str) -> List[str]:
+    """The benchmark files of a work dir: ``benchmark.json`` first, then the others by name."""
+    others = sorted(f for f in os.listdir(run_dir)
+                    if f.startswith('benchmark-') and f.endswith('.json'))
+    return ([BENCHMARK] if osp.isfile(osp.join(run_dir, BENCHMARK)) else []) + others
+
+
+def variant(row: dict) -> str:
+    """' <backend> <precision>' of a row, each part only where it is not the default (PyTorch,
+    fp32): a suffix for names, plot labels and fit lines."""
+    parts = [row.get('backend') if row.get('backend') not in (None, 'pytorch') else None,
+             row.get('precision') if row.get('precision') not in (None, 'fp32') else None]
+    return ''.join(f' {p}' for p in parts if p)
+
+
+def load_rows(run_dir: str, name: Optional[str] = None, metric: Optional[str] = None
+              ) -> List[dict]:
+    """The rows of one work dir, one per benchmark file (see the module doc): the run's name,
+    mAP (or None) and that benchmark's numbers (or None)."""
     if not osp.isdir(run_dir):
         raise FileNotFoundError(f'run dir not found: {run_dir!r} (pass work dirs of '
                                 'tools/train.py / tools/test.py)')
     metrics, source = find_metrics(run_dir, metric)
     metric_name, value = pick_metric(metrics, metric)
     wanted = [metric] if metric else list(METRIC_PREFERENCE)
-    notes = []
+    run_notes = []
     if value is None:
-        notes.append(f'no mAP: {source}' if metrics is None else
-                     f'no mAP: {source} has none of {wanted}')
-    bench_path = osp.join(run_dir, 'benchmark.json')
-    bench = None
-    if osp.isfile(bench_path):
-        bench = _read_json(bench_path)
-    else:
-        notes.append('no benchmark.json (run tools/benchmark.py CONFIG --out '
-                     f'{bench_path})')
+        run_notes.append(f'no mAP: {source}' if metrics is None else
+                         f'no mAP: {source} has none of {wanted}')
     info_path = osp.join(run_dir, 'run.json')
     info = _read_json(info_path) if osp.isfile(info_path) else {}
+    # compare_backbones' run.json: settings version 1 (before --precision) tested in fp32
+    tested = (info.get('settings') or {}).get('precision', 'fp32') if info else None
     coco = metrics.get('coco/bbox_mAP') if metrics else None
     coco = float(coco) if isinstance(coco, (int, float)) and coco >= 0 else None
-    row = dict(name=name or osp.basename(osp.normpath(run_dir)), run_dir=run_dir,
-               head=info.get('head'), backbone=info.get('backbone'), coco_map=coco,
-               metric=metric_name, map=value, map_source=source if value is not None else None,
-               config=None, fps=None, latency_ms=None, backbone_params=None, backbone_macs=None,
-               deploy=None, input=None, threads=None, device=None, cpu=None, torch=None)
-    if bench is not None:
-        s = bench['settings']
-        row.update(config=s['config'], fps=bench['fps'], latency_ms=bench['latency_ms']['median'],
-                   backbone_params=bench['params']['backbone'],
-                   backbone_macs=bench['macs']['backbone_per_image'], deploy=s['deploy'],
-                   input=('real ' if s.get('real_images') else '') +
-                   f"{s['input_hw'][0]}x{s['input_hw'][1]} b{s['batch_size']} {s['mode']}",
-                   threads=s['threads'], device=s['device'], cpu=bench['hardware']['cpu'],
-                   torch=bench['versions']['torch'])
-    plotted = value is not None and bench is not None
-    if not plotted:
-        notes.append('not in map_vs_fps.png')
-    row.update(plotted=plotted, notes=notes)
-    return row
+    files = find_benchmarks(run_dir)
+    if not files:
+        run_notes.append('no benchmark.json (run tools/benchmark.py CONFIG --out '
+                         f'{osp.join(run_dir, BENCHMARK)})')
+    rows = []
+    for bench_file in files or [None]:
+        bench = _read_json(osp.join(run_dir, bench_file)) if bench_file else None
+        notes = list(run_notes)
+        row = dict(name=name or osp.basename(osp.normpath(run_dir)), run_dir=run_dir,
+                   head=info.get('head'), backbone=info.get('backbone'), coco_map=coco,
+                   metric=metric_name, map=value,
+                   map_source=source if value is not None else None, benchmark=bench_file,
+                   backend=None, precision=None, config=None, fps=None, latency_ms=None,
+                   backbone_params=None, backbone_macs=None, deploy=None, input=None,
+                   threads=None, device=None, cpu=None, torch=None)
+        if bench is not None:
+            s = bench['settings']
+            # files from before backends and precisions: PyTorch, fp32
+            row.update(backend=s.get('backend', 'pytorch'), precision=s.get('precision', 'fp32'))
+            if 'note' in bench:  # an entry of a backend that could not be timed, and why
+                notes.append(f"{row['backend']} {row['precision']} not timed: {bench['note']}")
+            else:
+                row.update(
+                    config=s['config'], fps=bench['fps'],
+                    latency_ms=bench['latency_ms']['median'],
+                    backbone_params=bench['params']['backbone'],
+                    backbone_macs=bench['macs']['backbone_per_image'], deploy=s['deploy'],
+                    input=('real ' if s.get('real_images') else '') +
+                    f"{s['input_hw'][0]}x{s['input_hw'][1]} b{s['batch_size']} {s['mode']}",
+                    threads=s['threads'], device=s['device'], cpu=bench['hardware']['cpu'],
+                    torch=bench['versions']['torch'])
+            if tested is not None and value is not None and row['precision'] != tested:
+                row.update(map=None, metric=None, map_source=None)
+                notes.append(f"no mAP in {row['precision']}: the run was tested in {tested}")
+        plotted = row['map'] is not None and row['fps'] is not None
+        if not plotted:
+            notes.append('not in map_vs_fps.png')
+        row.update(plotted=plotted, notes=notes)
+        rows.append(row)
+    return rows
 
 
 # ------------------------------------------------------------------------------- analysis
@@ -154,38 +203,50 @@ def fit_through_origin(xs: Sequence[float], ys: Sequence[float]) -> Optional[flo
 
 def compare(run_dirs: Sequence[str], names: Optional[Sequence[str]] = None,
             metric: Optional[str] = None) -> dict:
-    """Rows of every run (in the given order) with the Pareto flags and the MACs-latency fit."""
+    """The rows of every run (in the given order; one per benchmark file) with the Pareto flags,
+    the MACs-latency fit and each run's fastest row."""
     if not run_dirs:
         raise ValueError('no run dirs given')
     if names is not None and len(names) != len(run_dirs):
         raise ValueError(f'--names gives {len(names)} names for {len(run_dirs)} run dirs')
-    rows = [load_run(d, n, metric) for d, n in zip(run_dirs, names or [None] * len(run_dirs))]
+    rows = [row for d, n in zip(run_dirs, names or [None] * len(run_dirs))
+            for row in load_rows(d, n, metric)]
     flags = pareto_front([(r['fps'], r['map']) if r['plotted'] else None for r in rows])
     for row, flag in zip(rows, flags):
         row['pareto'] = flag if row['plotted'] else None
-    # One line per head: a detector head's own cost (Cascade R-CNN's RoI head) is not in the
-    # backbone's MACs, so runs of different heads do not share a line.
-    per_head = {}
-    for head in dict.fromkeys(r.get('head') for r in rows):
-        timed = [r for r in rows if r.get('head') == head and r['backbone_macs'] is not None]
+    # One line per head, backend and precision: a detector head's own cost (Cascade R-CNN's RoI
+    # head) is not in the backbone's MACs, and a runtime or precision changes the cost per MAC.
+    per_group = {}
+    for group in dict.fromkeys(fit_group(r) for r in rows):
+        timed = [r for r in rows if fit_group(r) == group and r['backbone_macs'] is not None]
         k = fit_through_origin([r['backbone_macs'] / 1e9 for r in timed],
                                [r['latency_ms'] for r in timed])
         if timed:
-            per_head[head] = k
+            per_group[group] = k
         for row in rows:
-            if row.get('head') == head:
+            if fit_group(row) == group:
                 row['latency_vs_fit'] = (row['latency_ms'] / (k * row['backbone_macs'] / 1e9)
                                          if row in timed and k and row['backbone_macs'] > 0
                                          else None)
-    single = list(per_head.values())[0] if len(per_head) == 1 else None
+    fastest = {}  # run name -> its row with the most FPS
+    for row in rows:
+        if row['fps'] is not None and row['fps'] > fastest.get(row['name'], {}).get('fps', -1):
+            fastest[row['name']] = dict(backend=row['backend'], precision=row['precision'],
+                                        fps=row['fps'])
+    single = list(per_group.values())[0] if len(per_group) == 1 else None
     return dict(date=datetime.datetime.now().isoformat(timespec='seconds'),
                 metric_preference=[metric] if metric else list(METRIC_PREFERENCE),
                 machines=sorted({r['cpu'] for r in rows if r['cpu']}),
                 torch=sorted({r['torch'] for r in rows if r['torch']}),
                 fit=dict(model='latency_ms = k x backbone GMACs (least squares through 0), one k '
-                         'per head', ms_per_gmac=single,
-                         per_head={str(h) if h else 'all': k for h, k in per_head.items()}),
-                rows=rows)
+                         'per head, backend and precision', ms_per_gmac=single,
+                         per_group=per_group),
+                fastest=fastest, rows=rows)
+
+
+def fit_group(row: dict) -> str:
+    """The MACs-vs-latency line a row belongs to: its head ('all' without one) and variant."""
+    return (row.get('head') or 'all') + variant(row)
 
 
 # -------------------------------------------------------------------------------- writing
@@ -194,17 +255,19 @@ def _cell(value, fmt: str = '{}') -> str:
 
 
 def format_markdown(result: dict) -> str:
-    """The table (one row per run) with a header of date, machine(s) and torch version(s)."""
+    """The table (one row per run and benchmark) with a header of date, machine(s) and torch
+    version(s)."""
     lines = ['# Accuracy vs speed', '',
              f"* date: {result['date']}",
              f"* machine: {', '.join(result['machines']) or MISSING}",
              f"* torch: {', '.join(result['torch']) or MISSING}",
-             '* FPS and latency: tools/benchmark.py (`benchmark.json`); mAP: the newest test '
-             'results of tools/test.py, else the last val entry', '',
+             '* FPS and latency: tools/benchmark.py (`benchmark.json`, '
+             '`benchmark-<backend>-<precision>.json`); mAP: the newest test results of '
+             'tools/test.py, else the last val entry', '',
              '| name | head | backbone | config | mAP (metric) | COCO mAP | FPS | '
              'latency median ms | backbone params M | backbone MACs G | deploy | input | threads '
-             '| device | Pareto |',
-             '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|']
+             '| device | backend | precision | Pareto |',
+             '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|']
     for r in result['rows']:
         map_cell = MISSING if r['map'] is None else f"{r['map']:.4f} ({r['metric']})"
         deploy = None if r['deploy'] is None else ('yes' if r['deploy'] else 'no')
@@ -216,17 +279,23 @@ def format_markdown(result: dict) -> str:
             _cell(r['fps'], '{:.2f}'), _cell(r['latency_ms'], '{:.2f}'),
             _cell(r['backbone_params'] and r['backbone_params'] / 1e6, '{:.2f}'),
             _cell(r['backbone_macs'] and r['backbone_macs'] / 1e9, '{:.2f}'), _cell(deploy),
-            _cell(r['input']), _cell(r['threads']), _cell(r['device']), pareto]) + ' |')
-    notes = [f"* {r['name']}: {'; '.join(r['notes'])}" for r in result['rows'] if r['notes']]
+            _cell(r['input']), _cell(r['threads']), _cell(r['device']), r['backend'] or '-',
+            r['precision'] or '-', pareto]) + ' |')
+    notes = [f"* {r['name']}{variant(r)}: {'; '.join(r['notes'])}" for r in result['rows']
+             if r['notes']]
     if notes:
         lines += ['', 'Notes:', ''] + notes
-    per_head = result['fit'].get('per_head') or {'all': result['fit']['ms_per_gmac']}
-    for head, k in per_head.items():
+    timed = [r['name'] for r in result['rows'] if r['fps'] is not None]
+    if len(timed) > len(set(timed)):  # a run timed with several backends: name its fastest
+        lines += ['', 'Fastest timed deployment per run: ' + ', '.join(
+            f"{name} {f['backend']} {f['precision']} {f['fps']:.2f} FPS"
+            for name, f in result['fastest'].items())]
+    for group, k in result['fit']['per_group'].items():
         if k is None:
             continue
-        rows = [r for r in result['rows'] if (r.get('head') or 'all') == head
+        rows = [r for r in result['rows'] if fit_group(r) == group
                 and r['latency_vs_fit'] is not None]
-        what = '' if head == 'all' else f' ({head} runs)'
+        what = '' if group == 'all' else f' ({group} runs)'
         lines += ['', f'MACs vs latency{what}: least-squares line through 0, {k:.3f} ms per '
                   'backbone GMAC; latency / line per run: ' + ', '.join(
                       f"{r['name']} {r['latency_vs_fit']:.2f}x" for r in rows)]
@@ -234,39 +303,42 @@ def format_markdown(result: dict) -> str:
 
 
 def _plot(path: str, title: str, xlabel: str, ylabel: str, rows: List[dict], xkey, ykey,
-          front=None, line_k=None):
+          group, front=None, line_k=None):
+    """Scatter ``rows`` in one colour per ``group(row)`` (a legend when there are several), each
+    point labelled with its backbone (or name) and variant; ``line_k``: {group: slope} lines
+    through the origin in their group's colour."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(7, 5), dpi=100)
     xs, ys = [xkey(r) for r in rows], [ykey(r) for r in rows]
-    heads = list(dict.fromkeys(r.get('head') for r in rows))
+    groups = list(dict.fromkeys(group(r) for r in rows))
+    heads = {r.get('head') for r in rows}
     colors = ['tab:blue', 'tab:green', 'tab:orange', 'tab:purple', 'tab:brown']
-    for k, head in enumerate(heads):
-        pts = [(x, y) for r, x, y in zip(rows, xs, ys) if r.get('head') == head]
+    for k, name in enumerate(groups):
+        pts = [(x, y) for r, x, y in zip(rows, xs, ys) if group(r) == name]
         ax.scatter([p[0] for p in pts], [p[1] for p in pts], color=colors[k % len(colors)],
-                   zorder=3, label=head if head and len(heads) > 1 else None)
-    if len(heads) > 1:
+                   zorder=3, label=name if name and len(groups) > 1 else None)
+    if len(groups) > 1:
         ax.legend()
     for r, x, y in zip(rows, xs, ys):
         label = r.get('backbone') if r.get('head') and len(heads) > 1 else r['name']
-        ax.annotate(label or r['name'], (x, y), textcoords='offset points', xytext=(5, 5),
-                    fontsize=8)
+        ax.annotate((label or r['name']) + variant(r), (x, y), textcoords='offset points',
+                    xytext=(5, 5), fontsize=8)
     if front is not None:
         pts = sorted((x, y) for r, x, y in zip(rows, xs, ys) if front(r))
         if pts:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], color='tab:red', marker='o',
                     markerfacecolor='none', markersize=12, label='Pareto front', zorder=2)
             ax.legend()
-    for k_head, line in (line_k or {}).items():  # {head or 'all': ms per GMAC}
+    for name, line in (line_k or {}).items():
         if line is None or not xs:
             continue
         top = max(xs) * 1.1
-        known = [h for h in heads if (h or 'all') == k_head]
-        color = (colors[heads.index(known[0]) % len(colors)] if known and len(heads) > 1
+        color = (colors[groups.index(name) % len(colors)] if name in groups and len(groups) > 1
                  else 'tab:gray')
         ax.plot([0, top], [0, line * top], color=color, linestyle='--',
-                label=f"{'' if k_head == 'all' else k_head + ': '}{line:.3f} ms / GMAC "
+                label=f"{'' if name == 'all' else name + ': '}{line:.3f} ms / GMAC "
                 '(fit through 0)')
         ax.legend()
     if not rows:
@@ -291,12 +363,11 @@ def write_outputs(result: dict, out_dir: str) -> Dict[str, str]:
     metrics = sorted({r['metric'] for r in plotted})
     _plot(paths['map_vs_fps.png'], 'mAP vs FPS', 'FPS (images/s, tools/benchmark.py)',
           f"mAP ({', '.join(metrics) or 'none'})", plotted, lambda r: r['fps'],
-          lambda r: r['map'], front=lambda r: r['pareto'])
+          lambda r: r['map'], group=lambda r: r.get('head'), front=lambda r: r['pareto'])
     timed = [r for r in result['rows'] if r['backbone_macs'] is not None]
     _plot(paths['macs_vs_latency.png'], 'Backbone MACs vs latency', 'backbone GMACs / image',
           'median latency (ms / batch)', timed, lambda r: r['backbone_macs'] / 1e9,
-          lambda r: r['latency_ms'],
-          line_k=result['fit'].get('per_head') or {'all': result['fit']['ms_per_gmac']})
+          lambda r: r['latency_ms'], group=fit_group, line_k=result['fit']['per_group'])
     return paths
 
 
