@@ -1,19 +1,37 @@
-"""bf16 and the export runtimes against PyTorch fp32, side by side in one process.
+"""CPU deployment targets: bf16 and the export runtimes against PyTorch fp32, side by side.
 
-    python benchmarks/precision_runtimes.py [--size 640] [--threads 2] [--iters 8] [--warmup 2]
-        [--only fasternet cspconvnext convnext] [--out r.json]
+    python benchmarks/deploy_targets.py [--only backbones detectors training] [--threads 2]
+        [--iters 8] [--warmup 2] [--quick] [--out r.json]
 
-For each backbone (the YOLOX configs' FasterNet-T2, CSPConvNeXt-tiny, ConvNeXt-T; out_indices
-1..3; random init with randomized BN statistics), deployed, batch 1: PyTorch fp32 (the project's
-CPU path: channels_last, FasterNet's GEMM blocks), PyTorch bf16 autocast (CPUs with native bf16
-only), ONNX Runtime fp32 and OpenVINO f32 / bf16 on the exported plain NCHW graph. The sides are
-timed interleaved (A, B, C, ... repeated ``--iters`` times; medians), with session creation,
-compilation and ``--warmup`` calls untimed and every runtime pinned to ``--threads``. Prints
-one table: median ms, ratio to PyTorch fp32, max relative difference of the outputs to PyTorch
-fp32, and the load average before and after (absolute times move with machine load; read the
-ratios).
+Every row times its sides in one process, interleaved (A, B, C, ... repeated ``--iters`` times;
+medians), so that load from elsewhere on the machine hits all sides alike: read the ratios, not the
+absolute times. Session creation, compilation and ``--warmup`` calls are untimed; torch, ONNX
+Runtime and OpenVINO are pinned to ``--threads``. Batch 1 unless stated.
+
+* backbones (the target: the fastest of bf16 / ONNX Runtime / OpenVINO <= 0.6x the fp32 PyTorch
+  path): FasterNet-T2, CSPConvNeXt-tiny, ConvNeXt-T and ParameterNet-600m at 640, RepLKNet-31B at
+  384; out_indices 1..3, random init with randomized BN statistics, deployed. "pytorch fp32" is
+  the project's fastest CPU path (channels_last, FasterNet's GEMM blocks), "pytorch bf16" the same
+  under bf16 autocast, the runtimes run the exported plain NCHW graph (``tools/export.py``).
+* detectors (target <= 0.6x): YOLOX-s with FasterNet-T2 and with CSPConvNeXt-tiny at 640, the
+  shipped configs with random weights, deployed; PyTorch sides = ``model.test_step`` (data
+  preprocessor, backbone, neck, head, box decoding and NMS); runtime sides = the same data
+  preprocessor in PyTorch, then the exported graph with decoding and NMS in it
+  (``tools/export.py --with-nms``).
+* training (target <= 0.7x): one YOLOX training iteration of the demo (``configs/yolox_fasternet.py``
+  rescaled by ``short_schedule_config``: 160x160, batch 8, from scratch) in fp32
+  (``OptimWrapper``) and bf16 (``CPUBF16OptimWrapper``, what ``tools/train.py --amp`` uses on
+  CPU), on the same batch from a small synthetic sonar set, each side with its own model and
+  optimizer.
+
+Every side's outputs are compared with PyTorch fp32 on the same input first (max relative
+difference; detectors: the number of detections and the largest score difference of the top 10).
+bf16 sides need a CPU with native bf16 (else they are left out, with the reason). The load
+average before and after is printed. ``--quick`` runs every row at a small size with one iteration
+(a smoke test of the script, not a measurement).
 """
 import argparse
+import copy
 import json
 import os
 import os.path as osp
@@ -22,104 +40,251 @@ import sys
 import tempfile
 import time
 
+import numpy as np
 import torch
 from mmdet.registry import MODELS
+from mmengine.optim import build_optim_wrapper
 from mmengine.registry import init_default_scope
+from mmengine.runner import Runner
 
-from mmlightbb.analysis.benchmark import (autocast_context, cpu_bf16_support, cpu_name,
-                                          deploy_model, max_rel_diff)
-from mmlightbb.analysis.export import export_model, load_runtime, prepare_for_export
+from mmlightbb.analysis.benchmark import (autocast_context, build_detector, cpu_bf16_support,
+                                          cpu_name, deploy_model, make_batch, max_rel_diff,
+                                          time_interleaved)
+from mmlightbb.analysis.export import (YOLOXDetections, export_model, load_runtime,
+                                       prepare_for_export)
+from mmlightbb.analysis.pipeline import short_schedule_config
+from mmlightbb.datasets import make_sonar_dataset
 from mmlightbb.models.layers import randomize_bn_stats
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-BACKBONES = {
-    'fasternet': ('FasterNet-T2', dict(type='FasterNet', arch='t2')),
-    'cspconvnext': ('CSPConvNeXt-tiny', dict(type='CSPConvNeXt', arch='tiny')),
-    'convnext': ('ConvNeXt-T', dict(type='ConvNeXt', arch='tiny')),
-}
+GROUPS = ('backbones', 'detectors', 'training')
+BACKBONES = [  # label, backbone config, input side
+    ('FasterNet-T2', dict(type='FasterNet', arch='t2'), 640),
+    ('CSPConvNeXt-tiny', dict(type='CSPConvNeXt', arch='tiny'), 640),
+    ('ConvNeXt-T', dict(type='ConvNeXt', arch='tiny'), 640),
+    ('RepLKNet-31B', dict(type='RepLKNet', arch='31B'), 384),
+    ('ParameterNet-600m', dict(type='ParameterNet', arch='600m'), 640),
+]
+DETECTORS = [('YOLOX FasterNet-T2', 'configs/yolox_fasternet.py'),
+             ('YOLOX CSPConvNeXt-tiny', 'configs/yolox_cspconvnext.py')]
+LIMITS = dict(backbones=0.6, detectors=0.6, training=0.7)
+
+
+def as_tensors(out):
+    return [o if isinstance(o, torch.Tensor) else torch.from_numpy(np.asarray(o))
+            for o in (out if isinstance(out, (list, tuple)) else [out])]
+
+
+def runtime_sides(module, x, tmp, key, threads, bf16):
+    """{side: fn(array) -> outputs} of ``module`` exported to ONNX Runtime and OpenVINO."""
+    onnx_path = export_model(module, x, osp.join(tmp, f'{key}.onnx'), 'onnx')
+    xml_path = export_model(module, x, osp.join(tmp, f'{key}.xml'), 'openvino')
+    sides = {'onnxruntime fp32': load_runtime(onnx_path, 'onnx', threads),
+             'openvino f32': load_runtime(xml_path, 'openvino', threads, 'fp32')}
+    if bf16:
+        sides['openvino bf16'] = load_runtime(xml_path, 'openvino', threads, 'bf16')
+    return sides
+
+
+def time_row(group, label, sides, iters, warmup, diffs, note=''):
+    samples = time_interleaved(sides, iters, warmup)
+    base = statistics.median(samples['pytorch fp32'])
+    rows = [dict(group=group, model=label, side=name, median_ms=statistics.median(s),
+                 ratio=statistics.median(s) / base, diff=diffs.get(name), note=note)
+            for name, s in samples.items()]
+    best = min((r for r in rows if r['side'] != 'pytorch fp32'), key=lambda r: r['ratio'],
+               default=None)
+    target = dict(group=group, model=label, limit=LIMITS[group],
+                  best_side=best and best['side'], best_ratio=best and best['ratio'],
+                  passed=bool(best) and best['ratio'] <= LIMITS[group])
+    return rows, target
+
+
+def backbone_rows(args, bf16, tmp):
+    rows, targets = [], []
+    for label, cfg, side in BACKBONES:
+        side = 64 if args.quick else side
+        torch.manual_seed(0)
+        model = MODELS.build(dict(cfg, out_indices=(1, 2, 3), drop_path_rate=0.0))
+        randomize_bn_stats(model, 0)
+        model = deploy_model(model.eval())
+        x = torch.randn(1, 3, side, side, generator=torch.Generator().manual_seed(0))
+        sides = {'pytorch fp32': lambda: model(x)}
+        if bf16:
+            def run_bf16(model=model, x=x):
+                with autocast_context('bf16', 'cpu'):
+                    return model(x)
+            sides['pytorch bf16'] = run_bf16
+        arr = x.numpy()
+        module = prepare_for_export(model, deploy=False)
+        for name, run in runtime_sides(module, x, tmp, label, args.threads, bf16).items():
+            sides[name] = lambda run=run: run(arr)
+        with torch.no_grad():
+            ref = model(x)
+            diffs = {name: max_rel_diff(ref, as_tensors(fn())) for name, fn in sides.items()}
+        r, t = time_row('backbones', f'{label} @{side}', sides, args.iters, args.warmup, diffs)
+        rows += r
+        targets.append(t)
+        print(f'{label}: done', file=sys.stderr)
+    return rows, targets
+
+
+def detection_diff(ref, dets) -> str:
+    """'N vs M dets, top-10 score diff D': a DetDataSample against (K, 5) x1 y1 x2 y2 score."""
+    ref_scores = ref.pred_instances.scores[:10].float()
+    scores = torch.as_tensor(np.asarray(dets)).float()[:10, 4]
+    k = min(len(ref_scores), len(scores))
+    worst = (ref_scores[:k] - scores[:k]).abs().max().item() if k else 0.0
+    return f'{len(ref.pred_instances)} vs {len(dets)} dets, top-10 score diff {worst:.1e}'
+
+
+def as_dets(out):
+    """(K, 5) detections of a test_step result (a list of one DetDataSample) or of the exported
+    graph's (dets, labels)."""
+    if isinstance(out, (list, tuple)) and hasattr(out[0], 'pred_instances'):
+        pred = out[0].pred_instances
+        return torch.cat([pred.bboxes.float(), pred.scores[:, None].float()], 1)
+    return out[0]
+
+
+def detector_rows(args, bf16, tmp):
+    rows, targets = [], []
+    for label, config in DETECTORS:
+        side = 96 if args.quick else 640
+        torch.manual_seed(0)
+        model, _ = build_detector(osp.join(REPO, config),
+                                  cfg_options={'model.backbone.init_cfg': None})
+        randomize_bn_stats(model, 0)
+        model = deploy_model(model.eval())
+        batch = make_batch(1, (side, side), seed=0)
+        sides = {'pytorch fp32': lambda: model.test_step(batch)}
+        if bf16:
+            def run_bf16(model=model, batch=batch):
+                with autocast_context('bf16', 'cpu'):
+                    return model.test_step(batch)
+            sides['pytorch bf16'] = run_bf16
+        with torch.no_grad():
+            x = model.data_preprocessor(batch, False)['inputs']
+        module = YOLOXDetections(prepare_for_export(model, backbone_only=False).module,
+                                 (side, side)).eval()
+
+        for name, run in runtime_sides(module, x, tmp, label.replace(' ', '_'), args.threads,
+                                       bf16).items():
+            def run_exported(run=run, model=model, batch=batch):
+                inputs = model.data_preprocessor(batch, False)['inputs']
+                return run(inputs.numpy())
+            sides[name] = run_exported
+        with torch.no_grad():
+            ref = sides['pytorch fp32']()[0]
+            diffs = {name: detection_diff(ref, as_dets(fn())) for name, fn in sides.items()}
+        r, t = time_row('detectors', f'{label} @{side}', sides, args.iters, args.warmup, diffs,
+                        note='random weights: detections are near-threshold noise; the '
+                        'equality of detections is tested in tests/test_export.py')
+        rows += r
+        targets.append(t)
+        print(f'{label}: done', file=sys.stderr)
+    return rows, targets
+
+
+def training_rows(args, bf16, tmp):
+    if not bf16:
+        return [], []
+    size = 64 if args.quick else 160
+    data = osp.join(tmp, 'sonar')
+    make_sonar_dataset(data, num_train=8, num_val=2, size=size, seed=0)
+    init_default_scope('mmdet')
+    cfg = short_schedule_config(osp.join(REPO, 'configs/yolox_fasternet.py'), data,
+                                osp.join(tmp, 'work'), epochs=8, size=size)
+    batch = next(iter(Runner.build_dataloader(cfg.train_dataloader, seed=0)))
+    torch.manual_seed(0)
+    fp32_model = MODELS.build(cfg.model)
+    fp32_model.init_weights()
+    bf16_model = copy.deepcopy(fp32_model)
+    wrappers = {'pytorch fp32': (fp32_model, build_optim_wrapper(fp32_model, cfg.optim_wrapper)),
+                'pytorch bf16': (bf16_model, build_optim_wrapper(
+                    bf16_model, dict(cfg.optim_wrapper, type='CPUBF16OptimWrapper')))}
+    losses = {}
+
+    def step(name):
+        model, wrapper = wrappers[name]
+        model.train()
+        with torch.enable_grad():  # time_interleaved runs under no_grad
+            out = model.train_step(batch, wrapper)
+        losses.setdefault(name, float(out['loss']))
+
+    sides = {name: (lambda name=name: step(name)) for name in wrappers}
+    samples = time_interleaved(sides, args.iters, args.warmup)
+    base = statistics.median(samples['pytorch fp32'])
+    diff = {'pytorch bf16': abs(losses['pytorch bf16'] - losses['pytorch fp32']) /
+            abs(losses['pytorch fp32'])}
+    label = f'YOLOX FasterNet-T2 train_step @{size} x8'
+    rows = [dict(group='training', model=label, side=name, median_ms=statistics.median(s),
+                 ratio=statistics.median(s) / base, diff=diff.get(name),
+                 note='diff = relative difference of the first loss')
+            for name, s in samples.items()]
+    ratio = rows[1]['ratio']
+    return rows, [dict(group='training', model=label, limit=LIMITS['training'],
+                       best_side='pytorch bf16', best_ratio=ratio,
+                       passed=ratio <= LIMITS['training'])]
+
+
+def fmt_diff(diff) -> str:
+    if diff is None:
+        return '-'
+    return diff if isinstance(diff, str) else f'{diff:.1e}'
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--size', type=int, default=640)
+    parser.add_argument('--only', nargs='+', choices=GROUPS, default=list(GROUPS))
     parser.add_argument('--threads', type=int, default=2)
     parser.add_argument('--iters', type=int, default=8)
     parser.add_argument('--warmup', type=int, default=2)
-    parser.add_argument('--only', nargs='+', choices=list(BACKBONES), default=list(BACKBONES))
-    parser.add_argument('--out')
+    parser.add_argument('--quick', action='store_true',
+                        help='small inputs, one iteration: a smoke test, not a measurement')
+    parser.add_argument('--out', help='write settings, machine, rows and targets as JSON')
     args = parser.parse_args()
+    if args.quick:
+        args.iters, args.warmup = 1, 0
 
     torch.set_num_threads(args.threads)
     init_default_scope('mmdet')
     bf16, bf16_reason = cpu_bf16_support()
     load_before = os.getloadavg()
-    x = torch.randn(1, 3, args.size, args.size, generator=torch.Generator().manual_seed(0))
-    rows, tmp = [], tempfile.TemporaryDirectory(prefix='mmlightbb-runtimes-')
-    for key in args.only:
-        label, cfg = BACKBONES[key]
-        torch.manual_seed(0)
-        model = MODELS.build(dict(cfg, out_indices=(1, 2, 3), drop_path_rate=0.0))
-        randomize_bn_stats(model, 0)
-        model = deploy_model(model.eval())
-        module = prepare_for_export(model, deploy=False)
-        sides = {'pytorch fp32': lambda: model(x)}
-        if bf16:
-            def run_bf16():
-                with autocast_context('bf16', 'cpu'):
-                    return model(x)
-            sides['pytorch bf16'] = run_bf16
-        arr = x.numpy()
-        onnx_path = export_model(module, x, osp.join(tmp.name, f'{key}.onnx'), 'onnx')
-        xml_path = export_model(module, x, osp.join(tmp.name, f'{key}.xml'), 'openvino')
-        ort = load_runtime(onnx_path, 'onnx', args.threads)
-        sides['onnxruntime fp32'] = lambda: ort(arr)
-        ov32 = load_runtime(xml_path, 'openvino', args.threads, 'fp32')
-        sides['openvino f32'] = lambda: ov32(arr)
-        if bf16:
-            ov16 = load_runtime(xml_path, 'openvino', args.threads, 'bf16')
-            sides['openvino bf16'] = lambda: ov16(arr)
-        with torch.no_grad():
-            ref = model(x)
-            diffs = {}
-            for name, fn in sides.items():
-                out = fn()
-                out = [torch.from_numpy(o) if not isinstance(o, torch.Tensor) else o
-                       for o in (out if isinstance(out, (list, tuple)) else [out])]
-                diffs[name] = max_rel_diff(ref, out)
-            for _ in range(args.warmup):
-                for fn in sides.values():
-                    fn()
-            samples = {name: [] for name in sides}
-            for _ in range(args.iters):
-                for name, fn in sides.items():
-                    start = time.perf_counter()
-                    fn()
-                    samples[name].append((time.perf_counter() - start) * 1000.0)
-        base = statistics.median(samples['pytorch fp32'])
-        for name in sides:
-            med = statistics.median(samples[name])
-            rows.append(dict(backbone=label, side=name, median_ms=med, ratio=med / base,
-                             max_rel_diff=diffs[name]))
-        print(f'{label}: done', file=sys.stderr)
+    rows, targets = [], []
+    builders = dict(backbones=backbone_rows, detectors=detector_rows, training=training_rows)
+    with tempfile.TemporaryDirectory(prefix='mmlightbb-deploy-') as tmp:
+        for group in args.only:
+            r, t = builders[group](args, bf16, tmp)
+            rows += r
+            targets += t
     load_after = os.getloadavg()
-    print(f'precision and runtimes -- {time.strftime("%Y-%m-%dT%H:%M:%S")} -- {cpu_name()}')
-    print(f'torch {torch.__version__}, threads={args.threads}, input {args.size}x{args.size}, '
-          f'batch 1, backbone only (out_indices 1..3), deployed; {args.iters} interleaved iters, '
-          f'{args.warmup} warm-up; bf16: {bf16_reason}')
+    print(f'deployment targets -- {time.strftime("%Y-%m-%dT%H:%M:%S")} -- {cpu_name()}')
+    print(f'torch {torch.__version__}, threads={args.threads}, batch 1 (training: 8); '
+          f'{args.iters} interleaved iters, {args.warmup} warm-up; bf16: {bf16_reason}')
     print(f'load average (1/5/15 min) before {load_before[0]:.2f}/{load_before[1]:.2f}/'
           f'{load_before[2]:.2f}, after {load_after[0]:.2f}/{load_after[1]:.2f}/'
           f'{load_after[2]:.2f}')
-    print(f"{'backbone':<18}| {'side':<17}| {'median ms':>9} | {'vs fp32':>7} | max rel diff")
-    print('-' * 18 + '+' + '-' * 18 + '+' + '-' * 11 + '+' + '-' * 9 + '+' + '-' * 13)
+    width = max([len('model')] + [len(r['model']) for r in rows]) + 1
+    print(f"{'model':<{width}}| {'side':<17}| {'median ms':>9} | {'vs fp32':>7} | diff to fp32")
+    print('-' * width + '+' + '-' * 18 + '+' + '-' * 11 + '+' + '-' * 9 + '+' + '-' * 30)
     for r in rows:
-        print(f"{r['backbone']:<18}| {r['side']:<17}| {r['median_ms']:9.1f} | "
-              f"{r['ratio']:7.2f} | {r['max_rel_diff']:.1e}")
+        print(f"{r['model']:<{width}}| {r['side']:<17}| {r['median_ms']:9.1f} | "
+              f"{r['ratio']:7.2f} | {fmt_diff(r['diff'])}")
+    print('\ntargets (the fastest side / pytorch fp32):')
+    for t in targets:
+        best = 'no side' if t['best_side'] is None else \
+            f"{t['best_side']} {t['best_ratio']:.2f}x"
+        print(f"  {'PASS' if t['passed'] else 'MISS'}  {t['model']:<{width}}{best} "
+              f"(limit <= {t['limit']}x)")
+    if not bf16:
+        print(f'bf16 sides and the training row left out: {bf16_reason}')
     if args.out:
         with open(args.out, 'w') as f:
-            json.dump(dict(rows=rows, threads=args.threads, size=args.size, iters=args.iters,
-                           load_before=load_before, load_after=load_after, cpu=cpu_name(),
+            json.dump(dict(rows=rows, targets=targets, threads=args.threads, iters=args.iters,
+                           warmup=args.warmup, quick=args.quick, load_before=load_before,
+                           load_after=load_after, cpu=cpu_name(), torch=torch.__version__,
                            bf16=bf16_reason), f, indent=2)
-    tmp.cleanup()
 
 
 if __name__ == '__main__':

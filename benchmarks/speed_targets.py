@@ -42,7 +42,7 @@ from mmdet.registry import MODELS
 from mmengine.registry import init_default_scope
 
 from mmlightbb.analysis.benchmark import (build_detector, cpu_name, deploy_model, make_batch,
-                                          matmul_peak_gflops, max_rel_diff)
+                                          matmul_peak_gflops, max_rel_diff, time_interleaved)
 from mmlightbb.analysis.complexity import count_macs
 from mmlightbb.models.backbones.fasternet import MLPBlock
 from mmlightbb.models.backbones.replknet import ReparamLargeKernelConv
@@ -58,17 +58,8 @@ GROUPS = ('fasternet', 'replknet', 'cspconvnext', 'parameternet', 'yolox')
 # ------------------------------------------------------------------------------------ timing
 def interleaved(fn_a, fn_b, iters: int, warmup: int = 1):
     """Median ms of ``fn_a`` and ``fn_b`` timed alternately (A, B, A, B, ...)."""
-    samples = ([], [])
-    with torch.no_grad():
-        for _ in range(warmup):
-            fn_a()
-            fn_b()
-        for _ in range(iters):
-            for fn, out in ((fn_a, samples[0]), (fn_b, samples[1])):
-                start = time.perf_counter()
-                fn()
-                out.append((time.perf_counter() - start) * 1000.0)
-    return statistics.median(samples[0]), statistics.median(samples[1])
+    samples = time_interleaved(dict(a=fn_a, b=fn_b), iters, warmup)
+    return statistics.median(samples['a']), statistics.median(samples['b'])
 
 
 def once_ms(fn) -> float:

@@ -26,7 +26,23 @@ def _state():
         ln2d='LN2d' in MODELS._module_dict,
         hardsigmoid='Hardsigmoid' in MODELS._module_dict,
         neck_check=_neck_check_fires(),
+        bf16_nms=_bf16_nms_runs(),
     )
+
+
+def _bf16_nms_runs() -> bool:
+    from mmcv.ops import batched_nms
+    boxes = torch.tensor([[0., 0., 10., 10.], [1., 1., 10., 10.], [20., 20., 30., 30.]])
+    scores = torch.tensor([0.9, 0.8, 0.7])
+    try:
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            dets, keep = batched_nms(boxes.bfloat16(), scores.bfloat16(), torch.zeros(3),
+                                     dict(type='nms', iou_threshold=0.5))
+    except RuntimeError as err:
+        assert 'expected scalar type Float' in str(err)
+        return False
+    assert keep.tolist() == [0, 2]
+    return True
 
 
 def _neck_check_fires() -> bool:
@@ -43,9 +59,10 @@ def _neck_check_fires() -> bool:
 
 
 PATCHED = dict(local_backend=AtomicLocalBackend, loader=load_from_local,
-               checkpoint_hook=AtomicCheckpointHook, ln2d=True, hardsigmoid=True, neck_check=True)
+               checkpoint_hook=AtomicCheckpointHook, ln2d=True, hardsigmoid=True, neck_check=True,
+               bf16_nms=True)
 STOCK = dict(local_backend=LocalBackend, loader=stock_local_loader, checkpoint_hook=CheckpointHook,
-             ln2d=False, hardsigmoid=False, neck_check=False)
+             ln2d=False, hardsigmoid=False, neck_check=False, bf16_nms=False)
 
 
 @pytest.fixture
@@ -106,3 +123,18 @@ def test_atomic_backend_is_what_mmengine_writes_with(tmp_path):
     get_file_backend(str(tmp_path)).put(buffer.getvalue(), str(tmp_path / 'a.pth'))
     assert torch.load(tmp_path / 'a.pth')['w'].item() == 1
     assert not [p for p in tmp_path.iterdir() if p.name.endswith('.tmp')]
+
+
+def test_roi_align_takes_bf16_features_under_autocast(undone):
+    """Cascade R-CNN's RoI extractor under bf16 autocast: the neck hands RoIAlign bf16 maps."""
+    from mmcv.ops import RoIAlign
+    layer = RoIAlign((7, 7), spatial_scale=1.0, sampling_ratio=0, aligned=True)
+    feats = torch.randn(1, 4, 16, 16)
+    rois = torch.tensor([[0., 1., 1., 8., 8.]])
+    with pytest.raises(NotImplementedError, match='BFloat16'):
+        layer(feats.bfloat16(), rois)
+    apply_all()
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = layer(feats.bfloat16(), rois.bfloat16())
+    assert out.dtype == torch.bfloat16  # the features' dtype, as the extractor's buffer has
+    assert torch.allclose(out.float(), layer(feats.bfloat16().float(), rois), atol=1e-2)

@@ -251,3 +251,35 @@ def test_fp32_predictions_hands_the_evaluator_fp32_inside_the_block_only():
     # after the block the model is as it was: a deep copy (the benchmark's) runs its own step
     assert 'test_step' not in vars(model)
     assert model.test_step({})[0].pred_instances.scores.dtype == torch.bfloat16
+
+
+@needs_bf16
+@pytest.mark.parametrize('config, options', [
+    ('yolox_fasternet_t0_tiny.py', {}),
+    ('cascade_rcnn_fasternet.py', {'model.backbone.arch': 't0',
+                                   'model.neck.in_channels': [40, 80, 160, 320]}),
+], ids=['yolox', 'cascade'])
+def test_detector_test_step_under_bf16_autocast_finds_the_fp32_detections(config, options):
+    """NMS and RoIAlign get bf16 inputs under autocast (engine/patches.py casts them to fp32);
+    the top detections of bf16 and fp32 are the same boxes with close scores."""
+    from mmdet.structures.bbox import bbox_overlaps
+    options = dict(options, **{'model.backbone.init_cfg': None})
+    torch.manual_seed(0)
+    model, _ = bm.build_detector(osp.join(REPO, 'configs', config), cfg_options=options)
+    randomize_bn_stats(model, 0)
+    model.eval()
+    batch = bm.make_batch(1, (128, 128), seed=0)
+    with torch.no_grad():
+        ref = model.test_step(dict(batch))[0].pred_instances
+        with autocast_context('bf16', 'cpu'):
+            out = model.test_step(dict(batch))[0].pred_instances
+    assert len(ref) > 0 and len(out) > 0
+    # the 5 best fp32 boxes have bf16 twins (near-equal scores may swap places). Random weights
+    # give large box deltas and near-tied scores, so bf16 rounding can move a box or change which
+    # proposal Cascade R-CNN refines: 4 of 5 must match (the mAP in bf16 vs fp32 of trained
+    # models is in the README)
+    iou = bbox_overlaps(ref.bboxes[:5].float(), out.bboxes.float())
+    best_iou, match = iou.max(1)
+    twins = best_iou > 0.8
+    assert twins.sum() >= 4, best_iou
+    assert (ref.scores[:5][twins].float() - out.scores[match[twins]].float()).abs().max() < 2e-2

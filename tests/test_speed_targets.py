@@ -1,9 +1,12 @@
-"""``benchmarks/speed_targets.py --quick`` prints the full table (timing itself is not tested:
-ratios from a loaded CI machine are noise)."""
+"""The benchmark scripts' ``--quick`` runs (speed_targets, deploy_targets, csp_thesis) print their
+full tables; timing itself is not tested (ratios from a loaded CI machine are noise), the outputs'
+agreement is."""
 import json
 import os.path as osp
 import subprocess
 import sys
+
+import pytest
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TARGETS = ('FasterNet-T0', 'FasterNet-T1', 'FasterNet-T2', 'FasterNet-S vs', 'FasterNet-S share',
@@ -31,3 +34,52 @@ def test_quick_run_prints_every_target_with_ratio(tmp_path):
     assert 'threads=1' in proc.stdout and 'torch ' in proc.stdout
     res = json.loads(out.read_text())
     assert len(res['rows']) == len(TARGETS) and res['crossover'] and res['paths']
+
+
+def _run_quick(script, tmp_path, *extra):
+    out = tmp_path / 'r.json'
+    proc = subprocess.run(
+        [sys.executable, osp.join(REPO, 'benchmarks', script), '--quick', '--threads', '1',
+         '--out', str(out), *extra], capture_output=True, text=True, cwd=str(tmp_path),
+        timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout, json.loads(out.read_text())
+
+
+@pytest.mark.slow
+def test_deploy_targets_quick_run_has_every_side_and_target(tmp_path):
+    from mmlightbb.analysis.benchmark import cpu_bf16_support
+    bf16 = cpu_bf16_support()[0]
+    stdout, res = _run_quick('deploy_targets.py', tmp_path)
+    sides = {'pytorch fp32', 'onnxruntime fp32', 'openvino f32'} | (
+        {'pytorch bf16', 'openvino bf16'} if bf16 else set())
+    models = {r['model'] for r in res['rows'] if r['group'] != 'training'}
+    assert len(models) == 7  # 5 backbones + 2 YOLOX detectors
+    for model in models:
+        assert {r['side'] for r in res['rows'] if r['model'] == model} == sides
+    for r in res['rows']:
+        assert r['median_ms'] > 0 and r['ratio'] > 0
+        if r['group'] == 'backbones' and r['side'] != 'pytorch bf16':
+            assert r['diff'] <= 1e-4  # fp32 runtimes compute the same maps
+        if r['group'] == 'backbones' and 'bf16' in r['side']:
+            assert r['diff'] <= 5e-2
+    # detectors: the runtimes find as many detections as mmdet's test_step
+    for r in res['rows']:
+        if r['group'] == 'detectors' and r['side'] in ('onnxruntime fp32', 'openvino f32'):
+            n_ref, n = r['diff'].split(' dets')[0].split(' vs ')
+            assert n_ref == n
+    assert len(res['targets']) == 7 + bf16
+    assert all(t['best_ratio'] > 0 and t['limit'] in (0.6, 0.7) for t in res['targets'])
+    assert 'targets (the fastest side / pytorch fp32):' in stdout
+
+
+@pytest.mark.slow
+def test_csp_thesis_quick_run_reports_each_pair(tmp_path):
+    stdout, res = _run_quick('csp_thesis.py', tmp_path)
+    assert [p['mixer'] for p in res['pairs']] == ['7x7 depthwise', 'PConv 3x3', '31x31 depthwise']
+    for p in res['pairs']:
+        # half the stage width through the blocks: fewer params and MACs than the plain form
+        assert 0 < p['params'] < 1 and 0 < p['macs'] < 1 and p['latency'] > 0
+        assert p['map50_delta'] is None  # --map not given
+    assert all(r['map50'] is None for r in res['rows'])
+    assert 'not run' in stdout and 'latency cut of CSP for the 31x31 net' in stdout

@@ -6,6 +6,8 @@ torch/mmengine (the tests use it to show the stock behaviour each patch exists f
 registrations of new names in mmdet's registries (the backbones, ``SonarDataset``, hooks,
 transforms) change nothing that exists and are not listed here.
 """
+import functools
+import importlib
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List
 
@@ -141,6 +143,51 @@ def _unregister_weights_scheme(saved: dict) -> None:
         CheckpointLoader.register_scheme(SCHEME, saved['loader'], force=True)
 
 
+# ------------------------------------------ mmcv's NMS and RoIAlign under CPU bf16 autocast
+# (module, function): module globals that mmcv's own callers look up at call time
+# (batched_nms -> nms, RoIAlign.forward -> roi_align)
+FP32_OPS = (('mmcv.ops.nms', 'nms'), ('mmcv.ops.roi_align', 'roi_align'))
+_REDUCED = (torch.bfloat16, torch.float16)
+
+
+def fp32_on_cpu(op: Callable) -> Callable:
+    """``op`` run in fp32, autocast off, when CPU tensor arguments come in bf16/fp16; its
+    floating outputs go back in that dtype (what the caller would have got from a kernel that
+    took it: RoI extractors write RoIAlign's output into a map of the features' dtype)."""
+
+    def wrapper(*args, **kwargs):
+        reduced = [v.dtype for v in (*args, *kwargs.values()) if isinstance(v, torch.Tensor)
+                   and v.device.type == 'cpu' and v.dtype in _REDUCED]
+        if not reduced:
+            return op(*args, **kwargs)
+
+        def up(value):
+            return value.float() if isinstance(value, torch.Tensor) and \
+                value.dtype in _REDUCED else value
+
+        def down(value):
+            return value.to(reduced[0]) if isinstance(value, torch.Tensor) and \
+                value.is_floating_point() else value
+
+        with torch.autocast('cpu', enabled=False):
+            out = op(*map(up, args), **{k: up(v) for k, v in kwargs.items()})
+        return tuple(map(down, out)) if isinstance(out, tuple) else down(out)
+
+    return functools.wraps(op)(wrapper)
+
+
+def _wrap_fp32_ops(saved: dict) -> None:
+    for module_name, name in FP32_OPS:
+        module = importlib.import_module(module_name)
+        saved[(module_name, name)] = getattr(module, name)
+        setattr(module, name, fp32_on_cpu(saved[(module_name, name)]))
+
+
+def _unwrap_fp32_ops(saved: dict) -> None:
+    for (module_name, name), op in saved.items():
+        setattr(importlib.import_module(module_name), name, op)
+
+
 PATCHES: List[Patch] = [
     Patch('torch.load allow-list',
           "torch >= 2.6 loads with weights_only=True, which refuses the numpy objects and "
@@ -183,6 +230,12 @@ PATCHES: List[Patch] = [
           'fetches it once into torch.hub.get_dir()/checkpoints, checks length and sha256, and '
           'reads it with safe_load (weights_only=True); mmengine knows no such scheme',
           _register_weights_scheme, _unregister_weights_scheme),
+    Patch('mmcv.ops nms and roi_align: fp32 under CPU autocast',
+          "mmcv's CPU kernels of NMS and RoIAlign take fp32 only (\"expected scalar type Float "
+          "but found BFloat16\"), so every detector's test_step failed under bf16 autocast "
+          '(--precision bf16, tools/test.py, the comparison); their bf16/fp16 CPU inputs are '
+          'cast to fp32 and the results back (CUDA inputs and fp32 pass as they are)',
+          _wrap_fp32_ops, _unwrap_fp32_ops),
 ]
 
 

@@ -128,7 +128,7 @@ from ...engine.precision import PRECISIONS, autocast_context, cpu_bf16_support, 
 from .profile import PROFILE_CATEGORIES, categorize_events, op_category, profile_ops
 from .report import dump_json, format_table
 from .settings import BACKENDS, BenchmarkSettings
-from .timing import cpu_name, matmul_peak_gflops, summarize, time_fn
+from .timing import cpu_name, matmul_peak_gflops, summarize, time_fn, time_interleaved
 
 __all__ = ['MACS_COUNTER', 'SCHEMA_VERSION', 'benchmark', 'run_benchmark', 'BenchmarkSettings',
            'BACKENDS', 'PRECISIONS', 'autocast_context', 'cpu_bf16_support',
@@ -136,4 +136,5 @@ __all__ = ['MACS_COUNTER', 'SCHEMA_VERSION', 'benchmark', 'run_benchmark', 'Benc
            'backbone_layout', 'build_detector', 'conv_input_layouts', 'deploy_model',
            'find_test_scale', 'load_test_batches', 'make_batch', 'max_rel_diff',
            'PROFILE_CATEGORIES', 'categorize_events', 'op_category', 'profile_ops', 'dump_json',
-           'format_table', 'cpu_name', 'matmul_peak_gflops', 'summarize', 'time_fn']
+           'format_table', 'cpu_name', 'matmul_peak_gflops', 'summarize', 'time_fn',
+           'time_interleaved']

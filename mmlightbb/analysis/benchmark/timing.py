@@ -8,7 +8,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-__all__ = ['summarize', 'Progress', 'time_fn', 'matmul_peak_gflops', 'cpu_name', 'versions']
+__all__ = ['summarize', 'Progress', 'time_fn', 'time_interleaved', 'matmul_peak_gflops', 'cpu_name',
+           'versions']
 
 
 def summarize(samples_ms: Sequence[float], batch_size: int) -> Tuple[Dict[str, float], float]:
@@ -67,6 +68,27 @@ def time_fn(fn: Callable[[], object], iters: int, warmup: int, device: str = 'cp
                 torch.cuda.synchronize()
             samples.append((time.perf_counter() - start) * 1000.0)
             bar.update()  # outside the timed region
+    return samples
+
+
+def time_interleaved(fns: Dict[str, Callable[[], object]], iters: int,
+                     warmup: int = 1) -> Dict[str, List[float]]:
+    """Time several sides alternately (A, B, C, A, B, C, ...): load from elsewhere on a shared
+    machine then hits every side alike, so their ratios hold when absolute times do not.
+
+    Each side runs ``warmup`` times (discarded), then ``iters`` timed rounds; returns each side's
+    latencies in ms, under ``torch.no_grad()``.
+    """
+    samples = {name: [] for name in fns}
+    with torch.no_grad():
+        for _ in range(warmup):
+            for fn in fns.values():
+                fn()
+        for _ in range(iters):
+            for name, fn in fns.items():
+                start = time.perf_counter()
+                fn()
+                samples[name].append((time.perf_counter() - start) * 1000.0)
     return samples
 
 
