@@ -137,6 +137,30 @@ def test_tool_exports_the_detector_and_checks_it(tmp_path, capsys):
     assert diff <= RTOL
 
 
+@pytest.mark.parametrize('fmt', ex.FORMATS)
+def test_cascade_rcnn_exports_backbone_and_neck(fmt, tmp_path, capsys):
+    """A two-stage detector's export is its FPN maps (the RoI stages are not in the graph), equal
+    to ``extract_feat`` in the runtime; the tool says what is left out."""
+    pytest.importorskip('onnxruntime' if fmt == 'onnx' else 'openvino')
+    cfg = osp.join(REPO, 'configs', 'cascade_rcnn_fasternet.py')
+    out = str(tmp_path / ('cascade.onnx' if fmt == 'onnx' else 'cascade.xml'))
+    code, stdout, _ = _run_tool(
+        [cfg, '--format', fmt, '--shape', '64', '64', '--out', out, '--cfg-options',
+         'model.backbone.init_cfg=None', 'model.backbone.arch=t0',
+         'model.neck.in_channels=[40,80,160,320]'], capsys)
+    assert code is None and osp.isfile(out)
+    assert 'two-stage detector: backbone + neck (the FPN maps)' in stdout
+    assert float(stdout.split('max relative difference ')[1].split()[0]) <= RTOL
+    model, _ = ex.build_for_export(cfg, cfg_options={
+        'model.backbone.init_cfg': None, 'model.backbone.arch': 't0',
+        'model.neck.in_channels': [40, 80, 160, 320]})
+    module = ex.prepare_for_export(model, backbone_only=False)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        maps = module(x)
+    assert len(maps) == 5 and all(m.shape[1] == 256 for m in maps)  # FPN P2..P6
+
+
 def test_tool_errors_are_one_line(tmp_path, capsys, monkeypatch):
     code, _, err = _run_tool([TINY_CFG, '--format', 'tflite'], capsys)
     assert code == 2 and "unknown --format 'tflite'; choose one of onnx, openvino" in err

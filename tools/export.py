@@ -14,7 +14,8 @@ and NMS (its outputs are the head's score/box/objectness maps, ``model._forward`
 ``--with-nms`` (YOLOX, batch 1, fixed size): box decoding, score = class x objectness and
 class-aware NMS (ONNX NonMaxSuppression) at the config's test_cfg are in the graph, and the outputs
 are ``dets`` (K x 5: x1 y1 x2 y2 score) and ``labels`` (K), equal to mmdet's ``predict``
-(``rescale=False``).
+(``rescale=False``). Two-stage detectors (Cascade R-CNN) export backbone + neck: the FPN maps
+(``TWO_STAGE_EXPORT`` in the library says what the RPN and RoI stages would need).
 """
 import argparse
 import sys
@@ -22,9 +23,10 @@ import sys
 import torch
 from mmengine.config import DictAction
 
-from mmlightbb.analysis.export import (FORMATS, ExportError, YOLOXDetections, build_for_export,
-                                       check_export, default_out_path, export_model,
-                                       input_shape, prepare_for_export, require)
+from mmlightbb.analysis.export import (FORMATS, TWO_STAGE_EXPORT, ExportError, YOLOXDetections,
+                                       build_for_export, check_export, default_out_path,
+                                       export_model, input_shape, prepare_for_export, require,
+                                       two_stage)
 
 
 def parse_args(argv=None):
@@ -74,6 +76,7 @@ def main(argv=None):
         raise SystemExit(f'error: {str(err).strip().splitlines()[-1]}') from None
     what = ('backbone' if args.backbone_only else
             'detector with box decoding + NMS (dets, labels)' if args.with_nms else
+            f'two-stage detector: {TWO_STAGE_EXPORT}' if two_stage(model) else
             'detector (raw head outputs, no NMS)')
     runtime = 'onnxruntime' if args.format == 'onnx' else 'openvino'
     print(f'exported {what} of {args.config} -> {out} ({args.format}, opset 17, deployed, NCHW, '

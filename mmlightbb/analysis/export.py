@@ -41,7 +41,7 @@ from .benchmark.inputs import (build_detector, deploy_model, find_test_scale, fl
 
 __all__ = ['FORMATS', 'OPSET', 'ExportError', 'require', 'prepare_for_export', 'export_onnx',
            'export_openvino', 'export_model', 'load_runtime', 'check_export', 'build_for_export',
-           'default_out_path', 'yolox_head', 'YOLOXDetections']
+           'default_out_path', 'yolox_head', 'YOLOXDetections', 'two_stage', 'TWO_STAGE_EXPORT']
 
 FORMATS = ('onnx', 'openvino')
 OPSET = 17
@@ -63,31 +63,54 @@ def require(package: str):
 
 
 class _Outputs(nn.Module):
-    """The wrapped module's outputs as one flat tuple of tensors (ONNX wants tensors, not nests);
-    a detector runs in ``mode='tensor'`` (backbone + neck + head, raw head outputs)."""
+    """The wrapped module's outputs as one flat tuple of tensors (ONNX wants tensors, not nests).
 
-    def __init__(self, module: nn.Module, detector: bool):
+    ``part``: 'module' runs ``module(x)`` (a backbone); 'head' runs a detector in
+    ``mode='tensor'`` (backbone + neck + head, raw head outputs); 'features' runs a detector's
+    ``extract_feat`` (backbone + neck maps).
+    """
+
+    def __init__(self, module: nn.Module, part: str = 'module'):
         super().__init__()
-        self.module, self.detector = module, detector
+        self.module, self.part = module, part
 
     def forward(self, x):
-        out = self.module._forward(x) if self.detector else self.module(x)
+        out = (self.module._forward(x) if self.part == 'head' else
+               self.module.extract_feat(x) if self.part == 'features' else self.module(x))
         return tuple(flatten_outputs(out))
+
+
+# Why a two-stage detector's export stops after the neck: its RPN selects proposals with NMS per
+# level and image, and each Cascade stage then pools them with RoIAlign (ONNX RoiAlign differs
+# from mmcv's aligned=True sampling) and refines them before the next stage pools again; exporting
+# that needs per-op rewrites of mmdet's heads (mmdeploy's approach), which this project does not
+# carry. The backbone + neck graph is the costly part for the light backbones.
+TWO_STAGE_EXPORT = ('backbone + neck (the FPN maps); the RPN and the RoI stages are not in the '
+                    'graph: proposals need NMS per level and image and each cascade stage pools '
+                    "them with mmcv's RoIAlign, which needs mmdet's heads rewritten op by op "
+                    '(as mmdeploy does); run them in PyTorch on the exported maps')
+
+
+def two_stage(model: nn.Module) -> bool:
+    return getattr(model, 'roi_head', None) is not None
 
 
 def prepare_for_export(model: nn.Module, backbone_only: bool = True, deploy: bool = True
                        ) -> nn.Module:
     """A deployed, NCHW, eval-mode copy of ``model`` (a detector, or a bare backbone) whose forward
-    returns a flat tuple of tensors: the backbone's maps (``backbone_only`` or a bare backbone)
-    or the detector's raw head outputs. ``model`` is not modified."""
+    returns a flat tuple of tensors: the backbone's maps (``backbone_only`` or a bare backbone),
+    a two-stage detector's backbone + neck maps (:data:`TWO_STAGE_EXPORT` says why), or a
+    one-stage detector's raw head outputs. ``model`` is not modified."""
     model = copy.deepcopy(model).cpu().float().eval()
     is_detector = getattr(model, 'backbone', None) is not None
     if deploy:
         model = deploy_model(model)
     set_cpu_channels_last(model, False)
     if is_detector and backbone_only:
-        return _Outputs(model.backbone, False).eval()
-    return _Outputs(model, is_detector).eval()
+        return _Outputs(model.backbone).eval()
+    if is_detector:
+        return _Outputs(model, 'features' if two_stage(model) else 'head').eval()
+    return _Outputs(model).eval()
 
 
 def _atomic_target(path: str) -> Tuple[str, str]:
@@ -273,7 +296,7 @@ class _ONNXNMS(torch.autograd.Function):
 def yolox_head(detector: nn.Module) -> nn.Module:
     """The detector's ``YOLOXHead``, whose post-processing :class:`YOLOXDetections` puts in the
     graph; ExportError naming the head of any other detector (two-stage detectors such as
-    Cascade R-CNN: their RoI stages are not exported yet)."""
+    Cascade R-CNN: :data:`TWO_STAGE_EXPORT`)."""
     head = getattr(detector, 'bbox_head', None) or getattr(detector, 'roi_head', None)
     if type(head).__name__ != 'YOLOXHead':
         what = 'no bbox_head' if head is None else type(head).__name__
