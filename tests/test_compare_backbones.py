@@ -1,6 +1,7 @@
 """tools/compare_backbones.py end to end on tiny VOC, COCO and YOLO-txt folders (made here): the
 report with head and backbone columns, the dumped configs, skipping finished runs, resuming a
-killed one, and one clear ``error:`` line for each bad input.
+killed one, timing a finished run in another backend without training it again, and one clear
+``error:`` line for each bad input.
 
 Runs are kept tiny (64 px images, 1-3 epochs of 2-3 iterations, FasterNet-T0) so that the file
 stays around two minutes on two busy cores; the numbers they produce mean nothing.
@@ -9,6 +10,8 @@ import importlib.util
 import json
 import os
 import os.path as osp
+import re
+import shutil
 import subprocess
 import sys
 import time
@@ -60,11 +63,17 @@ def voc_one_class(tmp_path_factory):
     return root
 
 
-def test_voc_one_class_end_to_end_then_skipped(voc_one_class, tmp_path):
-    out = str(tmp_path / 'cmp')
+@pytest.fixture(scope='module')
+def voc_finished(voc_one_class, tmp_path_factory):
+    """(out dir, stdout) of the command line's one tiny YOLOX run on ``voc_one_class``."""
+    out = str(tmp_path_factory.mktemp('cmp') / 'cmp')
     proc = _run_cli([voc_one_class, '--out', out, '--heads', 'yolox', '--threads', '1', *TINY])
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    log = proc.stdout
+    return out, proc.stdout
+
+
+def test_voc_one_class_end_to_end_then_skipped(voc_one_class, voc_finished):
+    out, log = voc_finished
     assert "dataset: " in log and "(voc layout), 1 classes ['wreck']" in log
     assert 'skipped 1 unreadable image(s): JPEGImages/img_009.png' in log
     assert '[1/1] yolox_fasternet_t0: training 1 epochs from scratch' in log
@@ -77,6 +86,7 @@ def test_voc_one_class_end_to_end_then_skipped(voc_one_class, tmp_path):
     row = rows['yolox_fasternet_t0']
     assert (row['head'], row['backbone'], row['input']) == ('yolox', 'fasternet:t0',
                                                              '64x64 b1 test_step')
+    assert (row['backend'], row['precision']) == ('pytorch', 'fp32')
     assert row['mAP (metric)'].endswith('(pascal_voc/mAP)') and row['deploy'] == 'yes'
     for png in ('map_vs_fps.png', 'macs_vs_latency.png'):
         assert osp.getsize(osp.join(out, 'report', png)) > 0
@@ -95,6 +105,70 @@ def test_voc_one_class_end_to_end_then_skipped(voc_one_class, tmp_path):
     msg = _error_line([voc_one_class, '--out', out, '--heads', 'yolox', '--threads', '1',
                        *TINY[:-1], 'fasternet:t0', '--epochs', '2'])
     assert 'was made with other settings (epochs 1 -> 2)' in msg and 'another --out' in msg
+    # the test precision is a setting of the run too (without native bf16, bf16 runs fp32 here
+    # and the finished run is the same run)
+    from mmlightbb.engine.precision import cpu_bf16_support
+    if cpu_bf16_support()[0]:
+        msg = _error_line([voc_one_class, '--out', out, '--heads', 'yolox', '--threads', '1',
+                           *TINY, '--precision', 'bf16'])
+        assert 'was made with other settings (precision fp32 -> bf16)' in msg
+
+
+def test_a_backend_added_to_a_finished_run_is_timed_without_training(voc_one_class, voc_finished,
+                                                                     tmp_path, monkeypatch):
+    """--backends onnxruntime on a finished comparison: the run is timed in ONNX Runtime from its
+    checkpoint, nothing is trained or tested again; a missing runtime leaves a note and is tried
+    again next time; a run.json of settings version 1 (no precision: fp32) is the same run."""
+    pytest.importorskip('onnxruntime')
+    pytest.importorskip('openvino')
+    from mmlightbb.analysis.comparison import compare_backbones
+    out = str(tmp_path / 'cmp')
+    shutil.copytree(voc_finished[0], out)  # the shared run stays as it is for the other tests
+    run_dir = osp.join(out, 'yolox_fasternet_t0')
+    with open(osp.join(run_dir, 'last_checkpoint'), 'w') as f:  # mmengine's absolute pointer
+        f.write(osp.join(run_dir, 'epoch_1.pth'))
+    info = json.load(open(osp.join(run_dir, 'run.json')))
+    del info['settings']['precision']  # as written before --precision
+    json.dump(info, open(osp.join(run_dir, 'run.json'), 'w'))
+    finished = ('epoch_1.pth', 'test_metrics.json', 'benchmark.json')
+    mtimes = {name: os.stat(osp.join(run_dir, name)).st_mtime_ns for name in finished}
+    kw = dict(heads=['yolox'], backends=['pytorch', 'onnxruntime', 'openvino'], epochs=1,
+              backbones=['fasternet:t0'], size=64, batch_size=2, bench_iters=1, threads=1)
+    lines = []
+    with monkeypatch.context() as m:
+        m.setitem(sys.modules, 'openvino', None)  # import openvino -> ImportError
+        res = compare_backbones(voc_one_class, out, log=lines.append, **kw)
+    text = '\n'.join(lines)
+    assert ('yolox_fasternet_t0: already done, skipped' in text
+            and 'timing it in onnxruntime, openvino' in text)
+    assert 'training 1 epochs' not in text and 'resuming' not in text
+    assert 'test VOC mAP50' not in text
+    assert "openvino fp32 not timed: the python package 'openvino' is not installed" in text
+    assert ('(0 trained now, 1 reused, 0 failed; backends added to finished runs: '
+            'yolox_fasternet_t0 onnxruntime, yolox_fasternet_t0 openvino)') in text
+    assert {name: os.stat(osp.join(run_dir, name)).st_mtime_ns for name in finished} == mtimes
+    ort = json.load(open(osp.join(run_dir, 'benchmark-onnxruntime-fp32.json')))
+    s = ort['settings']
+    assert (s['backend'], s['precision'], s['mode'], s['input_hw']) == (
+        'onnxruntime', 'fp32', 'exported_detector', [64, 64])
+    assert ort['fps'] > 0 and s['checkpoint'] == osp.join(run_dir, 'epoch_1.pth')
+    note = json.load(open(osp.join(run_dir, 'benchmark-openvino-fp32.json')))
+    assert 'fps' not in note and "pip install openvino" in note['note']
+    rows = {r['backend']: r for r in res['result']['rows']}
+    assert list(rows) == ['pytorch', 'onnxruntime', 'openvino']
+    assert rows['onnxruntime']['map'] == rows['pytorch']['map'] is not None  # tested in fp32
+    assert rows['openvino']['fps'] is None and rows['openvino']['pareto'] is None
+    table = open(osp.join(out, 'report', 'compare.md')).read()
+    assert '| onnxruntime | fp32 |' in table and 'Fastest timed deployment per run:' in table
+    # again: the note is tried again (OpenVINO is there now), ONNX Runtime is not timed again
+    ort_mtime = os.stat(osp.join(run_dir, 'benchmark-onnxruntime-fp32.json')).st_mtime_ns
+    lines.clear()
+    compare_backbones(voc_one_class, out, log=lines.append, **kw)
+    text = '\n'.join(lines)
+    assert 'timing it in openvino' in text and 'openvino fp32: ' in text
+    assert 'training 1 epochs' not in text
+    assert os.stat(osp.join(run_dir, 'benchmark-onnxruntime-fp32.json')).st_mtime_ns == ort_mtime
+    assert json.load(open(osp.join(run_dir, 'benchmark-openvino-fp32.json')))['fps'] > 0
 
 
 def test_coco_several_classes_cascade_and_its_config(tmp_path):
@@ -107,7 +181,8 @@ def test_coco_several_classes_cascade_and_its_config(tmp_path):
     lines = []
     res = compare_backbones(root, str(tmp_path / 'cmp'), heads=['cascade'],
                             backbones=['fasternet:t0'], epochs=1, size=64, batch_size=2,
-                            bench_iters=1, bench_warmup=1, threads=1, log=lines.append)
+                            bench_iters=1, bench_warmup=1, threads=1,
+                            backends=['pytorch', 'onnxruntime'], log=lines.append)
     assert res['data']['classes'] == list(classes)
     assert res['data']['split'] == 'annotations/train.json (train) and annotations/val.json (test)'
     run_dir = osp.join(str(tmp_path / 'cmp'), 'cascade_fasternet_t0')
@@ -115,6 +190,14 @@ def test_coco_several_classes_cascade_and_its_config(tmp_path):
     assert 'pascal_voc/mAP' in metrics
     row = res['result']['rows'][0]
     assert (row['head'], row['backbone'], row['fps'] > 0) == ('cascade', 'fasternet:t0', True)
+    # its RoI stages do not export: the ONNX Runtime entry is a note, the run does not fail
+    entry = json.load(open(osp.join(run_dir, 'benchmark-onnxruntime-fp32.json')))
+    assert 'fps' not in entry and res['failures'] == []
+    if importlib.util.find_spec('onnxruntime'):
+        assert 'CascadeRCNN with CascadeRoIHead is not exported yet' in entry['note']
+    noted = res['result']['rows'][1]
+    assert (noted['backend'], noted['fps'], noted['map']) == ('onnxruntime', None, row['map'])
+    assert any('cascade_fasternet_t0: onnxruntime fp32 not timed: ' in ln for ln in lines)
     # the dumped config stands alone: absolute paths, mmlightbb imported, the neck fits
     cfg = Config.fromfile(osp.join(run_dir, 'cascade_fasternet_t0.py'))
     assert cfg.custom_imports == dict(imports=['mmlightbb'], allow_failed_imports=False)
@@ -188,6 +271,12 @@ def voc_small(tmp_path_factory):
     (['--classes', 'rect', 'mine'], '--classes names mine, which the annotations of'),
     (['--batch-size', '4'], 'the test split has 1 image(s), fewer than the batch size 4'),
     (['--size', '100'], '--size must be a multiple of 32'),
+    (['--precision', 'fp8'],
+     "unknown precision 'fp8'; valid precisions are ['fp32', 'bf16', 'fp16'] (--precision)"),
+    (['--backends', 'pytorch', 'tensorrt'],
+     "unknown backend 'tensorrt'; valid backends are ['pytorch', 'onnxruntime', 'openvino'] "
+     '(--backends)'),
+    (['--precision', 'fp16'], '--precision fp16: fp16 is CUDA only'),
 ])
 def test_bad_options_are_one_line(voc_small, tmp_path, extra, expected):
     msg = _error_line([voc_small, '--out', str(tmp_path / 'o'), '--epochs', '1', *extra])
@@ -264,3 +353,28 @@ def test_dumped_config_reproduces_the_run_with_tools_train(tmp_path):
     assert ours['state_dict'].keys() == again['state_dict'].keys()
     for key, value in ours['state_dict'].items():
         assert torch.equal(value, again['state_dict'][key]), key
+
+
+@pytest.mark.parametrize('precision,backends,device,native,expected', [
+    ('bf16', ['onnxruntime'], 'cpu', True, '--backends onnxruntime runs the fp32 graph, but the '
+     'runs are tested in bf16; use --precision fp32, or drop onnxruntime (openvino runs bf16)'),
+    ('fp32', ['openvino'], 'cuda', True, '--backends openvino runs on the CPU; use --device cpu'),
+    ('bf16', ['pytorch'], 'cuda', True, "--precision bf16: bf16 testing is the CPU path "
+     "(mmengine's TestLoop autocasts CUDA to fp16); use --precision fp16 on CUDA"),
+])
+def test_precision_and_backends_that_cannot_run_are_refused(monkeypatch, precision, backends,
+                                                            device, native, expected):
+    from mmlightbb.analysis.comparison import ComparisonError, check_precision_and_backends
+    from mmlightbb.engine import precision as prec
+    monkeypatch.setattr(prec, 'cpu_bf16_support', lambda: (native, 'test'))
+    with pytest.raises(ComparisonError, match='^' + re.escape(expected)):
+        check_precision_and_backends(precision, backends, device)
+
+
+def test_bf16_without_native_support_runs_fp32_with_the_reason(monkeypatch):
+    from mmlightbb.analysis.comparison import check_precision_and_backends
+    from mmlightbb.engine import precision as prec
+    monkeypatch.setattr(prec, 'cpu_bf16_support', lambda: (False, 'no avx512_bf16'))
+    plan = check_precision_and_backends('bf16', ['onnxruntime', 'pytorch', 'onnxruntime'], 'cpu')
+    assert plan == dict(requested='bf16', precision='fp32', backends=['pytorch', 'onnxruntime'],
+                        note='bf16 requested but not native here (no avx512_bf16); running fp32')

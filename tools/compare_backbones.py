@@ -4,6 +4,7 @@
         [--backbones fasternet:t0 cspconvnext baseline ...] [--epochs 12] [--size 320]
         [--batch-size 8] [--device cpu|cuda] [--threads 2] [--pretrained fasternet:t0=CKPT]
         [--classes A B] [--split-seed 0] [--val-ratio 0.2] [--quick]
+        [--precision fp32|bf16|fp16] [--backends pytorch onnxruntime openvino]
 
 DATA is a dataset folder in Pascal VOC (Annotations/*.xml + JPEGImages/, optional
 ImageSets/Main/*.txt), COCO (annotations/*.json + images) or YOLO-txt layout (images/ + labels/,
@@ -11,9 +12,11 @@ class names in classes.txt, obj.names or data.yaml; optional images/{train,val} 
 every head x backbone it trains on one schedule, tests (VOC mAP50, COCO mAP) and benchmarks the
 deployed detector at the test scale; OUT/report/ gets compare.md, compare.json, map_vs_fps.png
 and macs_vs_latency.png, OUT/<run>/<run>.py the config of each run (python tools/train.py runs
-it as it is). Run it again with the same arguments after an interruption: finished runs are
-skipped, an unfinished one resumes from its last checkpoint. See mmlightbb/analysis/comparison.py
-and mmlightbb/analysis/detector_configs.py (the schedules).
+it as it is). --precision is that of every test and benchmark; --backends adds runtimes the
+trained detector is timed in (one report row each). Run it again with the same arguments after an
+interruption: finished runs are skipped, an unfinished one resumes from its last checkpoint; with
+more --backends, finished runs are only timed in the new ones. See
+mmlightbb/analysis/comparison.py and mmlightbb/analysis/detector_configs.py (the schedules).
 """
 import argparse
 import os
@@ -66,6 +69,17 @@ def parse_args(argv=None):
                         '(default 0.2)')
     parser.add_argument('--bench-iters', type=int, default=20,
                         help='timed benchmark iterations per run (default 20)')
+    # no argparse choices: the library names the fix in one error line, as for --heads
+    parser.add_argument('--precision', default='fp32', metavar='{fp32,bf16,fp16}',
+                        help='precision of every test (mAP) and benchmark: fp32 (default); bf16 '
+                        'autocast on CPUs with avx512_bf16/amx_bf16 (elsewhere fp32, with a '
+                        'warning); fp16 autocast, CUDA only. Part of a run\'s settings')
+    parser.add_argument('--backends', nargs='+', default=['pytorch'], metavar='BACKEND',
+                        help='pytorch (always timed), onnxruntime, openvino: time the trained '
+                        'YOLOX detector exported with box decoding and NMS in these runtimes too '
+                        '(CPU; one benchmark-<backend>-<precision>.json each; a detector that '
+                        'does not export, e.g. Cascade R-CNN, gets a note). Adding one to a '
+                        'finished comparison times its runs without training them again')
     parser.add_argument('--quick', action='store_true',
                         help='a preset for a 2-core CPU: size <= 160, 4 epochs (at least 120 '
                         'iterations), the small archs and baselines')
@@ -96,7 +110,8 @@ def main(argv=None):
             epochs=args.epochs, size=args.size, batch_size=args.batch_size, device=args.device,
             threads=args.threads, pretrained=args.pretrained, split_seed=args.split_seed,
             val_ratio=args.val_ratio, classes=args.classes, quick=args.quick,
-            epochs_by_head=epochs_by_head, bench_iters=args.bench_iters)
+            epochs_by_head=epochs_by_head, bench_iters=args.bench_iters,
+            precision=args.precision, backends=args.backends)
     except (ComparisonError, ConfigError, DatasetError, RunFailures) as err:
         raise SystemExit(f'error: {err}') from None
     except KeyboardInterrupt:

@@ -3,6 +3,7 @@ synthetic side-scan sonar (CPU), compared in one table and plot.
 
     python tools/demo.py [--work-dir work_dirs/demo] [--data data/sonar_synth] [--epochs 8]
         [--cascade-epochs 2] [--size 160] [--heads yolox cascade] [--backbones fasternet ...]
+        [--precision fp32|bf16|fp16] [--backends pytorch onnxruntime openvino]
 
 ``make demo`` runs it with the defaults (about 20 minutes on 2 cores). It is
 ``tools/compare_backbones.py`` on the synthetic set (made when absent); see
@@ -35,6 +36,13 @@ def parse_args():
     parser.add_argument('--backbones', nargs='+', metavar='BACKBONE',
                         help='family[:arch] or baseline (default: the five mmlightbb backbones '
                         'and each head\'s baseline)')
+    parser.add_argument('--precision', default='fp32', metavar='{fp32,bf16,fp16}',
+                        help='precision of every test and benchmark (default fp32; bf16 on CPUs '
+                        'with avx512_bf16/amx_bf16, elsewhere fp32 with a warning; fp16 is CUDA '
+                        'only, and the demo runs on the CPU)')
+    parser.add_argument('--backends', nargs='+', default=['pytorch'], metavar='BACKEND',
+                        help='pytorch (always), onnxruntime, openvino: runtimes the trained YOLOX '
+                        'detectors are timed in too (Cascade R-CNN rows get a note)')
     args = parser.parse_args()
     for name in ('epochs', 'cascade_epochs', 'size', 'num_train', 'num_val', 'bench_iters',
                  'threads'):
@@ -53,7 +61,7 @@ def main():
     try:
         run_demo(args.work_dir, args.data, args.heads, args.backbones, args.epochs,
                  args.cascade_epochs, args.size, args.num_train, args.num_val, args.bench_iters,
-                 args.threads)
+                 args.threads, args.precision, args.backends)
     except (ComparisonError, ConfigError, DatasetError, RunFailures) as err:
         raise SystemExit(f'error: {err}') from None
 

@@ -25,7 +25,7 @@ from typing import Optional, Sequence
 from ..datasets import make_sonar_dataset
 from ..engine import load_config
 from ..models.backbones import BACKBONES
-from .comparison import compare_backbones
+from .comparison import check_precision_and_backends, compare_backbones
 from .detector_configs import (DEFAULT_BACKBONES, HEADS, apply_short_schedule,
                                rescale_yolox_train_pipeline)
 
@@ -86,8 +86,11 @@ def run_demo(work_dir: str = 'work_dirs/demo', data_root: str = 'data/sonar_synt
              heads: Sequence[str] = HEADS, backbones: Optional[Sequence[str]] = None,
              epochs: int = DEMO_EPOCHS, cascade_epochs: Optional[int] = DEMO_CASCADE_EPOCHS,
              size: int = DEMO_SIZE, num_train: int = 96, num_val: int = 48,
-             bench_iters: int = 20, threads: int = 2, log=print) -> dict:
-    """Data (if absent) -> :func:`compare_backbones` on it (CPU); returns its result dict."""
+             bench_iters: int = 20, threads: int = 2, precision: str = 'fp32',
+             backends: Sequence[str] = ('pytorch', ), log=print) -> dict:
+    """Data (if absent) -> :func:`compare_backbones` on it (CPU) at ``precision``, timed in
+    ``backends``; returns its result dict."""
+    check_precision_and_backends(precision, backends, 'cpu')  # before the data is made
     data = make_sonar_dataset(data_root, num_train=num_train, num_val=num_val, size=size, seed=0)
     log(f"[demo] data: {data['out']} ({'already there' if data['skipped'] else 'generated'}; "
         f'{num_train} train / {num_val} test images, {size}x{size})')
@@ -95,4 +98,4 @@ def run_demo(work_dir: str = 'work_dirs/demo', data_root: str = 'data/sonar_synt
         data_root, work_dir, heads=heads, backbones=list(backbones or DEFAULT_BACKBONES),
         epochs=epochs, size=size, batch_size=8, device='cpu', threads=threads,
         epochs_by_head={'cascade': cascade_epochs} if cascade_epochs else None,
-        bench_iters=bench_iters, log=log, tag='demo')
+        bench_iters=bench_iters, precision=precision, backends=backends, log=log, tag='demo')

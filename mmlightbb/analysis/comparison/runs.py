@@ -1,0 +1,202 @@
+"""One run of a comparison: train (or resume), test, and time the trained detector in each
+backend; the progress lines with ETAs."""
+import copy
+import gc
+import json
+import os
+import os.path as osp
+import statistics
+import time
+from typing import Callable, Dict, List, Sequence, Tuple
+
+from ..compare import benchmark_file_name
+from .plan import TEST_METRICS
+
+# a Cascade R-CNN epoch costs about this many YOLOX-s epochs on 2 CPU cores at 160 px (measured
+# with FasterNet-T2: 4.5 vs 1.05 s per batch of 8; the backbone's share is the same in both)
+CASCADE_COST = 3.5
+
+
+def atomic_json(obj, path: str):
+    tmp = f'{path}.tmp-{os.getpid()}'
+    with open(tmp, 'w') as f:
+        json.dump(obj, f, indent=2)
+    os.replace(tmp, path)
+
+
+def fmt_time(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f'{h}:{m:02d}:{s:02d}' if h else f'{m:02d}:{s:02d}'
+
+
+# -------------------------------------------------------------------------------- progress
+class Clock:
+    def __init__(self, log: Callable[[str], None], tag: str = 'cmp'):
+        self.start, self._log, self.tag = time.perf_counter(), log, tag
+        self.epoch_seconds: Dict[str, List[float]] = {}  # head -> s/epoch of runs trained here
+
+    def log(self, msg: str):
+        self._log(f'[{self.tag} {fmt_time(time.perf_counter() - self.start)}] {msg}')
+
+    def per_epoch(self, head: str, current: Tuple[str, float]) -> float:
+        """Seconds per epoch a run of ``head`` may take: the mean of the runs of that head
+        trained so far, else the other head's (or the ``current`` (head, s/epoch)) scaled by
+        :data:`CASCADE_COST`."""
+        if self.epoch_seconds.get(head):
+            return statistics.mean(self.epoch_seconds[head])
+        known = [(h, statistics.mean(v)) for h, v in self.epoch_seconds.items() if v] or [current]
+        h, value = known[0]
+        if h == head:
+            return value
+        return value * (CASCADE_COST if head == 'cascade' else 1 / CASCADE_COST)
+
+
+def progress_hook(clock: Clock, prefix: str, head: str, later: Sequence[Tuple[str, int]]):
+    """A Hook that prints one line per finished epoch with the run's ETA and a rough ETA of all
+    runs (``later``: (head, epochs) of the runs still to train, at the mean s/epoch of the runs
+    of their head trained so far; backbones differ in cost, hence the "~")."""
+    from mmengine.hooks import Hook
+
+    class ComparisonProgressHook(Hook):
+        priority = 'LOWEST'
+
+        def before_train(self, runner):
+            self.t0, self.e0 = time.perf_counter(), runner.epoch
+
+        def after_train_epoch(self, runner):
+            epoch = runner.epoch + 1  # mmengine counts the epoch after this hook
+            per_epoch = (time.perf_counter() - self.t0) / max(epoch - self.e0, 1)
+            left = (runner.max_epochs - epoch) * per_epoch
+            others = sum(epochs * clock.per_epoch(h, (head, per_epoch)) for h, epochs in later)
+            clock.log(f'{prefix}: epoch {epoch}/{runner.max_epochs} done '
+                      f'({per_epoch:.1f} s/epoch); ETA this run {fmt_time(left)}, all runs '
+                      f'~{fmt_time(left + others)}')
+
+        def after_train(self, runner):
+            done = runner.epoch - self.e0
+            if done > 0:
+                clock.epoch_seconds.setdefault(head, []).append(
+                    (time.perf_counter() - self.t0) / done)
+
+    return ComparisonProgressHook()
+
+
+# ------------------------------------------------------------------------------- one run
+def fuse_plain_backbone(model):
+    """A copy of ``model`` whose backbone's Conv+BN pairs are folded when the backbone has no
+    ``switch_to_deploy`` of its own (mmdet's ResNet, CSPDarknet), so that the baselines are timed
+    deployed like the mmlightbb backbones (the benchmark's deploy folds the other parts)."""
+    backbone = getattr(model, 'backbone', None)
+    if backbone is None or hasattr(backbone, 'switch_to_deploy'):
+        return model
+    from mmcv.cnn import fuse_conv_bn
+    model = copy.deepcopy(model)
+    fuse_conv_bn(model.backbone)
+    return model
+
+
+def train_test_benchmark(cfg, run: dict, run_dir: str, benches: list, precision: str,
+                         clock: Clock, prefix: str, later: Sequence[Tuple[str, int]]):
+    """Train (or resume), test in ``precision``, then :func:`time_backends` with ``benches``
+    (BenchmarkSettings, PyTorch first) on the trained model."""
+    from mmengine.runner import Runner
+
+    from ...engine import find_resume_checkpoint
+    from ...engine.precision import fp32_predictions, set_test_autocast
+    from mmengine.config import Config
+    resume_from = find_resume_checkpoint(run_dir) if osp.isdir(run_dir) else None
+    # no file name: the Runner's own copy of the config (with this session's resume state) goes to
+    # <run_dir>/<timestamp>.py, not over mmdet's base config name or <run>.py
+    cfg = Config(copy.deepcopy(cfg.to_dict()))
+    cfg.resume = resume_from is not None
+    cfg.load_from = resume_from
+    # here, not in <run>.py: tools/test.py on that config tests in fp32 unless told otherwise
+    set_test_autocast(cfg, precision)
+    epochs = cfg.train_cfg.max_epochs
+    if resume_from:
+        clock.log(f'{prefix}: resuming from {osp.relpath(resume_from, osp.dirname(run_dir))}')
+    else:
+        clock.log(f'{prefix}: training {epochs} epochs from scratch'
+                  + (f" (backbone weights {run['checkpoint']})" if run['checkpoint'] else ''))
+    t0 = time.perf_counter()
+    runner = Runner.from_cfg(cfg)
+    runner.register_hook(progress_hook(clock, prefix, run['head'], later))
+    try:
+        runner.train()
+    except Exception as err:  # name the cause when a head failed on NaN weights
+        from ...engine import raise_if_weights_nonfinite
+        raise_if_weights_nonfinite(runner, err)
+        raise
+    trained = runner.epoch
+    with fp32_predictions(runner.model):  # the metrics take fp32 boxes only
+        metrics = runner.test()
+    metrics = {k: (float(v) if isinstance(v, (int, float)) else v) for k, v in metrics.items()}
+    atomic_json(metrics, osp.join(run_dir, TEST_METRICS))
+    voc, coco = metrics.get('pascal_voc/mAP'), metrics.get('coco/bbox_mAP')
+    clock.log(f'{prefix}: test VOC mAP50 {fmt_map(voc)}, COCO mAP {fmt_map(coco)} ({precision})')
+    model = fuse_plain_backbone(getattr(runner.model, 'module', runner.model))
+    source = dict(config=osp.join(run_dir, run['name'] + '.py'),
+                  checkpoint=osp.join(run_dir, f'epoch_{trained}.pth'))
+    time_backends(model, run_dir, benches, source, clock, prefix)
+    clock.log(f'{prefix}: {fmt_time(time.perf_counter() - t0)} for this run')
+    del runner, model
+    gc.collect()
+
+
+def time_backends(model, run_dir: str, benches: list, source: dict, clock: Clock, prefix: str):
+    """Benchmark ``model`` with each of ``benches``. PyTorch's result is ``benchmark.json`` (with
+    test_metrics.json it marks the run finished) and its errors fail the run; a runtime that is
+    missing or cannot run the export leaves its reason as the entry's ``note`` instead."""
+    from ..benchmark import SCHEMA_VERSION, benchmark
+    from ..export import ExportError
+    for bench in benches:
+        what = f'{bench.backend} {bench.precision}'
+        clock.log(f'{prefix}: benchmarking {what} ({_unit(bench)}, deployed, batch 1, '
+                  f'{bench.shape[0]}x{bench.shape[1]}, {bench.threads} threads, {bench.device})')
+        try:
+            result = benchmark(model, bench, source=source)
+        except Exception as err:
+            if bench.backend == 'pytorch':
+                raise
+            msg = last_line(err)
+            note = msg if isinstance(err, ExportError) else f'{type(err).__name__}: {msg}'
+            result = dict(schema_version=SCHEMA_VERSION, note=note,
+                          settings=dict(backend=bench.backend, precision=bench.precision))
+            clock.log(f'{prefix}: {what} not timed: {note}')
+        else:
+            clock.log(f"{prefix}: {what}: {result['latency_ms']['median']:.1f} ms, "
+                      f"{result['fps']:.1f} FPS")
+        atomic_json(result, osp.join(run_dir, benchmark_file_name(bench.backend,
+                                                                  bench.precision)))
+
+
+def time_backends_of_finished_run(run: dict, run_dir: str, benches: list, clock: Clock,
+                                  prefix: str):
+    """:func:`time_backends` for a finished run, on the detector of its config and last
+    checkpoint (nothing is trained or tested again)."""
+    from ...engine import last_complete_checkpoint
+    from ..benchmark import build_detector
+    checkpoint = last_complete_checkpoint(run_dir)
+    if checkpoint is None:
+        raise RuntimeError(f'no complete checkpoint left in {run_dir} to time '
+                           f"{', '.join(b.backend for b in benches)} with; delete the folder to "
+                           'train the run again')
+    config = osp.join(run_dir, run['name'] + '.py')
+    model = fuse_plain_backbone(build_detector(config, checkpoint)[0])
+    time_backends(model, run_dir, benches, dict(config=config, checkpoint=checkpoint), clock,
+                  prefix)
+
+
+def _unit(bench) -> str:
+    return 'test_step' if bench.backend == 'pytorch' else 'exported detector with NMS'
+
+
+def last_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[-1] if text else type(err).__name__
+
+
+def fmt_map(v) -> str:
+    return 'missing' if v is None or (isinstance(v, float) and v < 0) else f'{v:.3f}'
