@@ -19,7 +19,7 @@ from mmlightbb.datasets.sonar import UnreadableImageError
 from mmlightbb.engine import CheckpointFormatError, UnsafeCheckpointError
 from mmlightbb.engine.config import add_runner_args, config_from_args
 from mmlightbb.engine.precision import (fp32_predictions, resolve_test_precision,
-                                         set_test_autocast)
+                                        set_test_autocast)
 from mmlightbb.models.neck_check import ChannelMismatchError
 
 
