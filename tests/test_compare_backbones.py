@@ -18,6 +18,7 @@ import time
 
 import pytest
 
+from mmlightbb.engine.precision import cpu_bf16_support
 from test_folder_layouts import make_samples, write_coco, write_voc, write_yolo
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -107,7 +108,6 @@ def test_voc_one_class_end_to_end_then_skipped(voc_one_class, voc_finished):
     assert 'was made with other settings (epochs 1 -> 2)' in msg and 'another --out' in msg
     # the test precision is a setting of the run too (without native bf16, bf16 runs fp32 here
     # and the finished run is the same run)
-    from mmlightbb.engine.precision import cpu_bf16_support
     if cpu_bf16_support()[0]:
         msg = _error_line([voc_one_class, '--out', out, '--heads', 'yolox', '--threads', '1',
                            *TINY, '--precision', 'bf16'])
@@ -169,6 +169,36 @@ def test_a_backend_added_to_a_finished_run_is_timed_without_training(voc_one_cla
     assert 'training 1 epochs' not in text
     assert os.stat(osp.join(run_dir, 'benchmark-onnxruntime-fp32.json')).st_mtime_ns == ort_mtime
     assert json.load(open(osp.join(run_dir, 'benchmark-openvino-fp32.json')))['fps'] > 0
+
+
+@pytest.mark.skipif(not cpu_bf16_support()[0], reason='no native bf16: bf16 runs fp32 here')
+def test_bf16_is_the_precision_of_the_test_and_of_every_backend(voc_one_class, tmp_path):
+    """--precision bf16: the test loop autocasts (in the Runner's config, not in <run>.py, which
+    stays the fp32 config of tools/train.py and tools/test.py), PyTorch and OpenVINO time in
+    bf16, and the report shows the bf16 mAP on both rows."""
+    pytest.importorskip('openvino')
+    from mmengine.config import Config
+
+    from mmlightbb.analysis.comparison import compare_backbones
+    out = str(tmp_path / 'cmp')
+    res = compare_backbones(voc_one_class, out, heads=['yolox'], backbones=['fasternet:t0'],
+                            epochs=1, size=64, batch_size=2, bench_iters=1, threads=1,
+                            precision='bf16', backends=['openvino'], log=lambda line: None)
+    run_dir = osp.join(out, 'yolox_fasternet_t0')
+    assert json.load(open(osp.join(run_dir, 'run.json')))['settings']['precision'] == 'bf16'
+    stamp = next(f for f in os.listdir(run_dir) if f[:8].isdigit() and f.endswith('.py'))
+    assert Config.fromfile(osp.join(run_dir, stamp)).test_cfg.fp16 is True
+    assert 'fp16' not in Config.fromfile(osp.join(run_dir, 'yolox_fasternet_t0.py')).test_cfg
+    torch_bench = json.load(open(osp.join(run_dir, 'benchmark.json')))['settings']
+    assert (torch_bench['precision'], torch_bench['dtype']) == ('bf16', 'bfloat16')
+    ov = json.load(open(osp.join(run_dir, 'benchmark-openvino-bf16.json')))
+    assert ov['settings']['precision'] == 'bf16' and ov['fps'] > 0
+    rows = res['result']['rows']
+    assert [(r['backend'], r['precision']) for r in rows] == [('pytorch', 'bf16'),
+                                                              ('openvino', 'bf16')]
+    assert rows[0]['map'] is not None and rows[1]['map'] == rows[0]['map']
+    assert 'precision of the test and of every benchmark: bf16 autocast' in open(
+        osp.join(out, 'report', 'compare.md')).read()
 
 
 def test_coco_several_classes_cascade_and_its_config(tmp_path):

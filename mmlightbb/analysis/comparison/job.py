@@ -45,8 +45,7 @@ def _setup(summary: dict, runs: List[dict], epochs_by_head: Dict[str, int], size
     lines.append(f'* test: VOC mAP50 (area) and COCO mAP on the test split; FPS: the whole '
                  f'deployed detector (test_step), batch 1, {bench_iters} timed iterations, '
                  f'{device}, {threads} threads')
-    lines.append(f'* precision of the test and of every benchmark: {precision}'
-                 + ('' if precision_note == precision else f' ({precision_note})'))
+    lines.append(f'* precision of the test and of every benchmark: {precision_note}')
     runtimes = [b for b in backends if b != 'pytorch']
     if runtimes:
         lines.append(f"* {', '.join(runtimes)}: the deployed YOLOX detector exported with box "
