@@ -362,6 +362,19 @@ def test_the_command_prints_one_error_line_and_exits_1(tmp_path):
     assert 'Traceback' not in proc.stderr
 
 
+def test_the_demo_refuses_an_unknown_backend_before_making_its_data(tmp_path):
+    proc = subprocess.run([sys.executable, osp.join(REPO, 'tools', 'demo.py'), '--backends',
+                           'pytorch', 'tensorrt', '--precision', 'bf16', '--work-dir',
+                           str(tmp_path / 'demo'), '--data', str(tmp_path / 'data')],
+                          capture_output=True, text=True, cwd=REPO, timeout=600,
+                          env={**os.environ, 'PYTHONPATH': REPO})
+    assert proc.returncode == 1 and 'Traceback' not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: unknown backend 'tensorrt'; valid backends are ['pytorch', 'onnxruntime', "
+        "'openvino'] (--backends)")
+    assert not (tmp_path / 'data').exists()
+
+
 @pytest.mark.slow
 def test_dumped_config_reproduces_the_run_with_tools_train(tmp_path):
     """python tools/train.py <run>.py, unedited, trains the same weights bit for bit (~1 min;
