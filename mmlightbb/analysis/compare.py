@@ -135,8 +135,8 @@ def load_rows(run_dir: str, name: Optional[str] = None, metric: Optional[str] = 
                          f'no mAP: {source} has none of {wanted}')
     info_path = osp.join(run_dir, 'run.json')
     info = _read_json(info_path) if osp.isfile(info_path) else {}
-    # compare_backbones' run.json: settings version 1 (before --precision) tested in fp32
-    tested = (info.get('settings') or {}).get('precision', 'fp32') if info else None
+    # the settings of compare_backbones' run.json; version 1 (before --precision) tested in fp32
+    tested = info['settings'].get('precision', 'fp32') if info.get('settings') else None
     coco = metrics.get('coco/bbox_mAP') if metrics else None
     coco = float(coco) if isinstance(coco, (int, float)) and coco >= 0 else None
     files = find_benchmarks(run_dir)
@@ -171,7 +171,7 @@ def load_rows(run_dir: str, name: Optional[str] = None, metric: Optional[str] = 
                     threads=s['threads'], device=s['device'], cpu=bench['hardware']['cpu'],
                     torch=bench['versions']['torch'])
             if tested is not None and value is not None and row['precision'] != tested:
-                row.update(map=None, metric=None, map_source=None)
+                row.update(map=None, metric=None, map_source=None, coco_map=None)
                 notes.append(f"no mAP in {row['precision']}: the run was tested in {tested}")
         plotted = row['map'] is not None and row['fps'] is not None
         if not plotted:
