@@ -290,8 +290,8 @@ def voc_small(tmp_path_factory):
     (['--heads', 'retina'], "unknown head 'retina'; valid heads are ['yolox', 'cascade']"),
     (['--backbones', 'mobilenet'], "unknown backbone 'mobilenet'; valid backbones are"),
     (['--backbones', 'fasternet:t9'],
-     "unknown arch 't9' for backbone 'fasternet'; valid archs are ['l', 'm', 's', 't0', 't1', "
-     "'t2']"),
+     "unknown arch 't9' for backbone 'fasternet'; valid archs are ['csp-t2', 'l', 'm', 's', "
+     "'t0', 't1', 't2']"),
     (['--pretrained', 'convnext=x.pth', '--backbones', 'fasternet'],
      '--pretrained convnext=...: no chosen backbone is convnext'),
     (['--pretrained', 'fasternet=/nope.pth', '--backbones', 'fasternet'],
