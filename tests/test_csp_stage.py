@@ -68,6 +68,32 @@ def test_cspconvnext_is_built_from_the_shared_stage(arch):
     assert all(stage.block_channels * 2 == stage.mid_channels for stage in model.stages)
 
 
+def never_frozen(model, frozen_stages):
+    """``frozen_stages`` freezes what it should, and the ``frozen_modules`` of indices 0..4
+    cover disjoint parameter sets; returns the names in none of them (the always trainable)."""
+    assert_frozen(model, frozen_stages)
+    names = {id(p): n for n, p in model.named_parameters()}
+    per_index = [{names[id(p)] for m in model.frozen_modules(i) for p in m.parameters()}
+                 for i in range(5)]
+    assert all(per_index) and sum(map(len, per_index)) == len(set().union(*per_index))
+    return set(names.values()) - set().union(*per_index)
+
+
+def assert_with_cp_same_gradients(model):
+    """Activation checkpointing through the CSP stages' run_block: the same gradients (the
+    drop-path masks drawn again in the recomputation are the same under the same seed)."""
+    model.train()
+    x = torch.randn(2, 3, 32, 32)
+    grads = []
+    for with_cp in (False, True):
+        model.with_cp = with_cp
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(1)
+        sum(o.square().mean() for o in model(x)).backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads))
+
+
 # ------------------------------------------------------------------- RepLKNet(csp=...)
 
 TINY_REPLK = dict(large_kernel_sizes=[13, 11, 9, 7], depths=[1, 1, 2, 1], channels=[8, 16, 24, 32],
@@ -94,13 +120,8 @@ def test_replknet_csp_out_channels_and_shapes(out_indices):
 
 @pytest.mark.parametrize('frozen_stages', [-1, 0, 2, 4])
 def test_replknet_csp_frozen_stages_partition_the_parameters(frozen_stages):
-    model = tiny_csp_replknet(frozen_stages=frozen_stages, norm_output=True)
-    assert_frozen(model, frozen_stages)
-    names = {id(p): n for n, p in model.named_parameters()}
-    per_index = [{names[id(p)] for m in model.frozen_modules(i) for p in m.parameters()}
-                 for i in range(5)]
-    assert all(per_index) and sum(map(len, per_index)) == len(set().union(*per_index))
-    rest = set(names.values()) - set().union(*per_index)
+    rest = never_frozen(tiny_csp_replknet(frozen_stages=frozen_stages, norm_output=True),
+                        frozen_stages)
     assert rest and all(n.startswith('stages.') and '.norm.' in n for n in rest)
 
 
@@ -118,16 +139,7 @@ def test_replknet_csp_deploy_keeps_outputs_and_deploy_form_loads():
 
 def test_replknet_csp_with_cp_gives_the_same_gradients():
     torch.manual_seed(0)
-    model = tiny_csp_replknet(drop_path_rate=0.1).train()
-    x = torch.randn(2, 3, 32, 32)
-    grads = []
-    for with_cp in (False, True):
-        model.with_cp = with_cp
-        model.zero_grad(set_to_none=True)
-        torch.manual_seed(1)
-        sum(o.square().mean() for o in model(x)).backward()
-        grads.append([p.grad.clone() for p in model.parameters()])
-    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads))
+    assert_with_cp_same_gradients(tiny_csp_replknet(drop_path_rate=0.1))
 
 
 def test_replknet_csp_31b_arch_is_31b_in_csp_stages():
@@ -181,13 +193,7 @@ def test_fasternet_csp_out_channels_and_shapes(out_indices):
 
 @pytest.mark.parametrize('frozen_stages', [-1, 0, 2, 4])
 def test_fasternet_csp_frozen_stages_partition_the_parameters(frozen_stages):
-    model = tiny_csp_fasternet(frozen_stages=frozen_stages)
-    assert_frozen(model, frozen_stages)
-    names = {id(p): n for n, p in model.named_parameters()}
-    per_index = [{names[id(p)] for m in model.frozen_modules(i) for p in m.parameters()}
-                 for i in range(5)]
-    assert all(per_index) and sum(map(len, per_index)) == len(set().union(*per_index))
-    rest = set(names.values()) - set().union(*per_index)
+    rest = never_frozen(tiny_csp_fasternet(frozen_stages=frozen_stages), frozen_stages)
     assert rest and all(n.startswith('norm') for n in rest)  # the new output norms
 
 
@@ -203,16 +209,8 @@ def test_fasternet_csp_deploy_keeps_outputs_also_on_the_cpu_gemm_path():
 
 def test_fasternet_csp_with_cp_and_classify():
     torch.manual_seed(0)
-    model = tiny_csp_fasternet(drop_path_rate=0.1).train()
+    assert_with_cp_same_gradients(tiny_csp_fasternet(drop_path_rate=0.1))
     x = torch.randn(2, 3, 32, 32)
-    grads = []
-    for with_cp in (False, True):
-        model.with_cp = with_cp
-        model.zero_grad(set_to_none=True)
-        torch.manual_seed(1)
-        sum(o.square().mean() for o in model(x)).backward()
-        grads.append([p.grad.clone() for p in model.parameters()])
-    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads))
     assert tiny_csp_fasternet(num_classes=5).eval().classify(x).shape == (2, 5)
 
 
@@ -262,12 +260,7 @@ def test_parameternet_csp_out_channels_and_shapes(out_indices):
 
 @pytest.mark.parametrize('frozen_stages', [-1, 0, 2, 4])
 def test_parameternet_csp_frozen_stages_partition_the_parameters(frozen_stages):
-    model = tiny_csp_parameternet(frozen_stages=frozen_stages)
-    assert_frozen(model, frozen_stages)
-    names = {id(p): n for n, p in model.named_parameters()}
-    per_index = [{names[id(p)] for m in model.frozen_modules(i) for p in m.parameters()}
-                 for i in range(5)]
-    assert all(per_index) and sum(map(len, per_index)) == len(names)
+    assert never_frozen(tiny_csp_parameternet(frozen_stages=frozen_stages), frozen_stages) == set()
 
 
 def test_parameternet_csp_deploy_classify_and_cost():
