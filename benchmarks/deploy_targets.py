@@ -43,13 +43,14 @@ import time
 import numpy as np
 import torch
 from mmdet.registry import MODELS
+from mmengine.logging import MMLogger
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 
 from mmlightbb.analysis.benchmark import (autocast_context, build_detector, cpu_bf16_support,
                                           cpu_name, deploy_model, make_batch, max_rel_diff,
-                                          time_interleaved)
+                                          profile_ops, time_interleaved)
 from mmlightbb.analysis.export import (YOLOXDetections, export_model, load_runtime,
                                        prepare_for_export)
 from mmlightbb.analysis.pipeline import short_schedule_config
@@ -86,8 +87,8 @@ def runtime_sides(module, x, tmp, key, threads, bf16):
     return sides
 
 
-def time_row(group, label, sides, iters, warmup, diffs, note=''):
-    samples = time_interleaved(sides, iters, warmup)
+def time_row(group, label, sides, args, diffs, note=''):
+    samples = time_interleaved(sides, args.iters, args.warmup)
     base = statistics.median(samples['pytorch fp32'])
     rows = [dict(group=group, model=label, side=name, median_ms=statistics.median(s),
                  ratio=statistics.median(s) / base, diff=diffs.get(name), note=note)
@@ -97,6 +98,10 @@ def time_row(group, label, sides, iters, warmup, diffs, note=''):
     target = dict(group=group, model=label, limit=LIMITS[group],
                   best_side=best and best['side'], best_ratio=best and best['ratio'],
                   passed=bool(best) and best['ratio'] <= LIMITS[group])
+    if args.profile and best and not target['passed']:
+        # where the time goes on both sides (PyTorch sides only: a runtime call is one opaque op)
+        target['profile'] = {name: profile_ops(sides[name], iters=3)
+                             for name in ('pytorch fp32', best['side'])}
     return rows, target
 
 
@@ -122,7 +127,7 @@ def backbone_rows(args, bf16, tmp):
         with torch.no_grad():
             ref = model(x)
             diffs = {name: max_rel_diff(ref, as_tensors(fn())) for name, fn in sides.items()}
-        r, t = time_row('backbones', f'{label} @{side}', sides, args.iters, args.warmup, diffs)
+        r, t = time_row('backbones', f'{label} @{side}', sides, args, diffs)
         rows += r
         targets.append(t)
         print(f'{label}: done', file=sys.stderr)
@@ -177,7 +182,7 @@ def detector_rows(args, bf16, tmp):
         with torch.no_grad():
             ref = sides['pytorch fp32']()[0]
             diffs = {name: detection_diff(ref, as_dets(fn())) for name, fn in sides.items()}
-        r, t = time_row('detectors', f'{label} @{side}', sides, args.iters, args.warmup, diffs,
+        r, t = time_row('detectors', f'{label} @{side}', sides, args, diffs,
                         note='random weights: detections are near-threshold noise; the '
                         'equality of detections is tested in tests/test_export.py')
         rows += r
@@ -193,6 +198,8 @@ def training_rows(args, bf16, tmp):
     data = osp.join(tmp, 'sonar')
     make_sonar_dataset(data, num_train=8, num_val=2, size=size, seed=0)
     init_default_scope('mmdet')
+    # the weight-init and paramwise reports of mmengine's logger would bury the table
+    MMLogger.get_instance('deploy_targets', log_level='WARNING')
     cfg = short_schedule_config(osp.join(REPO, 'configs/yolox_fasternet.py'), data,
                                 osp.join(tmp, 'work'), epochs=8, size=size)
     batch = next(iter(Runner.build_dataloader(cfg.train_dataloader, seed=0)))
@@ -213,19 +220,27 @@ def training_rows(args, bf16, tmp):
         losses.setdefault(name, float(out['loss']))
 
     sides = {name: (lambda name=name: step(name)) for name in wrappers}
-    samples = time_interleaved(sides, args.iters, args.warmup)
-    base = statistics.median(samples['pytorch fp32'])
+    step('pytorch fp32')  # the first losses, on the same initial weights
+    step('pytorch bf16')
     diff = {'pytorch bf16': abs(losses['pytorch bf16'] - losses['pytorch fp32']) /
             abs(losses['pytorch fp32'])}
-    label = f'YOLOX FasterNet-T2 train_step @{size} x8'
-    rows = [dict(group='training', model=label, side=name, median_ms=statistics.median(s),
-                 ratio=statistics.median(s) / base, diff=diff.get(name),
-                 note='diff = relative difference of the first loss')
-            for name, s in samples.items()]
-    ratio = rows[1]['ratio']
-    return rows, [dict(group='training', model=label, limit=LIMITS['training'],
-                       best_side='pytorch bf16', best_ratio=ratio,
-                       passed=ratio <= LIMITS['training'])]
+    rows, target = time_row('training', f'YOLOX FasterNet-T2 train_step @{size} x8', sides, args,
+                            diff, note='diff = relative difference of the first loss')
+    return rows, [target]
+
+
+def print_profile(target):
+    """ms per iteration and category (self CPU time) of the fp32 side and the best side."""
+    names = list(target['profile'])
+    profiles = [target['profile'][n] for n in names]
+    walls = ', '.join(f"{n} {p['wall_ms_per_iter']:.0f}" for n, p in zip(names, profiles))
+    print(f"\nprofile of {target['model']} (self CPU ms per iteration; wall ms per iteration "
+          f'with the profiler on: {walls})')
+    print(f"  {'category':<16}" + ''.join(f'{n:>18}' for n in names) + f"{'ratio':>8}")
+    for cat in profiles[0]['categories']:
+        ms = [p['categories'][cat]['ms_per_iter'] for p in profiles]
+        ratio = f'{ms[1] / ms[0]:8.2f}' if ms[0] > 0.05 else f"{'-':>8}"
+        print(f'  {cat:<16}' + ''.join(f'{m:18.1f}' for m in ms) + ratio)
 
 
 def fmt_diff(diff) -> str:
@@ -242,6 +257,9 @@ def main():
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--quick', action='store_true',
                         help='small inputs, one iteration: a smoke test, not a measurement')
+    parser.add_argument('--profile', action='store_true',
+                        help='profile (torch.profiler, op categories) both sides of every '
+                        'missed target')
     parser.add_argument('--out', help='write settings, machine, rows and targets as JSON')
     args = parser.parse_args()
     if args.quick:
@@ -277,6 +295,9 @@ def main():
             f"{t['best_side']} {t['best_ratio']:.2f}x"
         print(f"  {'PASS' if t['passed'] else 'MISS'}  {t['model']:<{width}}{best} "
               f"(limit <= {t['limit']}x)")
+    for t in targets:
+        if 'profile' in t:
+            print_profile(t)
     if not bf16:
         print(f'bf16 sides and the training row left out: {bf16_reason}')
     if args.out:

@@ -2,7 +2,7 @@
 synthetic side-scan sonar (CPU), compared in one table and plot.
 
     python tools/demo.py [--work-dir work_dirs/demo] [--data data/sonar_synth] [--epochs 8]
-        [--cascade-epochs 2] [--size 160] [--heads yolox cascade] [--backbones fasternet ...]
+        [--cascade-epochs 1] [--size 160] [--heads yolox cascade] [--backbones fasternet ...]
         [--precision fp32|bf16|fp16] [--backends pytorch onnxruntime openvino]
 
 ``make demo`` runs it with the defaults (about 20 minutes on 2 cores). It is
