@@ -22,7 +22,6 @@ set (made in ``--data`` when absent) and reports VOC mAP50 per backbone; finishe
 import argparse
 import json
 import os
-import os.path as osp
 import statistics
 import sys
 import time
@@ -123,7 +122,7 @@ def main():
         print(f'mAP: YOLOX, {args.epochs} epochs at {args.map_size} px from scratch on the '
               f'synthetic sonar set ({args.work_dir}/report)')
     print(f"{'backbone':<18}| {'mixer':<16}| {'params M':>8} | {'GMACs':>7} | {'ms':>8} | mAP50")
-    print('-' * 18 + '+' + '-' * 17 + '+' + '-' * 10 + '+' + '-' * 9 + '+' + '-' * 10 + '+' + '-' * 8)
+    print('+'.join('-' * n for n in (18, 17, 10, 9, 10, 8)))
     for r in rows:
         m = 'not run' if r['map50'] is None else f"{r['map50']:.3f}"
         print(f"{r['backbone']:<18}| {r['mixer']:<16}| {r['params_m']:8.2f} | {r['gmacs']:7.2f} | "

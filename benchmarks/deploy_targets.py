@@ -18,8 +18,9 @@ Runtime and OpenVINO are pinned to ``--threads``. Batch 1 unless stated.
   preprocessor, backbone, neck, head, box decoding and NMS); runtime sides = the same data
   preprocessor in PyTorch, then the exported graph with decoding and NMS in it
   (``tools/export.py --with-nms``).
-* training (target <= 0.7x): one YOLOX training iteration of the demo (``configs/yolox_fasternet.py``
-  rescaled by ``short_schedule_config``: 160x160, batch 8, from scratch) in fp32
+* training (target <= 0.7x): one YOLOX training iteration of the demo
+  (``configs/yolox_fasternet.py`` rescaled by ``short_schedule_config``: 160x160, batch 8, from
+  scratch) in fp32
   (``OptimWrapper``) and bf16 (``CPUBF16OptimWrapper``, what ``tools/train.py --amp`` uses on
   CPU), on the same batch from a small synthetic sonar set, each side with its own model and
   optimizer.

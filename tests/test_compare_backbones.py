@@ -77,7 +77,7 @@ def test_voc_one_class_end_to_end_then_skipped(voc_one_class, voc_finished):
     out, log = voc_finished
     assert "dataset: " in log and "(voc layout), 1 classes ['wreck']" in log
     assert 'skipped 1 unreadable image(s): JPEGImages/img_009.png' in log
-    assert '[1/1] yolox_fasternet_t0: training 1 epochs from scratch' in log
+    assert '[1/1] yolox_fasternet_t0: training 1 epoch from scratch' in log
     assert '[1/1] yolox_fasternet_t0: epoch 1/1 done' in log and 'ETA this run' in log
     run_dir = osp.join(out, 'yolox_fasternet_t0')
     for name in ('benchmark.json', 'test_metrics.json', 'run.json', 'yolox_fasternet_t0.py',

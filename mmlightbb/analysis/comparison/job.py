@@ -11,8 +11,8 @@ from .. import detector_configs as dc
 from ..benchmark import BenchmarkSettings
 from ..compare import BENCHMARK, run_compare
 from .plan import (DEFAULT, FEW_ITERS, QUICK, RUN_INFO, TEST_METRICS, ComparisonError,
-                   check_precision_and_backends, default_epochs, default_size, plan_runs,
-                   read_json, run_settings, run_state, runtime_timed, saved_settings,
+                   check_precision_and_backends, default_epochs, default_size, epochs_text,
+                   plan_runs, read_json, run_settings, run_state, runtime_timed, saved_settings,
                    settings_diff, test_input_shape)
 from .runs import (Clock, atomic_json, fmt_map, last_line, time_backends_of_finished_run,
                    train_test_benchmark)
@@ -35,9 +35,13 @@ def _setup(summary: dict, runs: List[dict], epochs_by_head: Dict[str, int], size
                  'gradient clipping 10, {rcnn_rois} RoIs/image/stage, {rpn_train_proposals}/'
                  '{rpn_test_proposals} RPN proposals (train/test), RoIAlign sampling_ratio '
                  '{sampling_ratio}'.format(**dc.CASCADE_SMALL))
+        epochs = epochs_by_head[head]
+        # apply_short_schedule warms up for 1 epoch when at least 2 epochs of cosine follow it
+        cosine = epochs - (epochs // 4 if head == 'yolox' else 0)
+        warmup = '1 warm-up epoch, cosine' if cosine >= 2 else 'cosine, no warm-up'
         lines.append(
-            f'* {dc.HEAD_NAMES[head]}: {epochs_by_head[head]} epochs, batch {batch_size}, AdamW '
-            f"lr {sch['lr']:g} (weight decay {sch['weight_decay']:g}), 1 warm-up epoch, cosine; "
+            f'* {dc.HEAD_NAMES[head]}: {epochs_text(epochs)}, batch {batch_size}, AdamW '
+            f"lr {sch['lr']:g} (weight decay {sch['weight_decay']:g}), {warmup}; "
             f'{extra}; from scratch unless a checkpoint is named below')
     weights = [f"{r['name']}: {r['checkpoint']}" for r in runs if r['checkpoint']]
     lines.append(f"* images resized to fit {size}x{size}; backbone weights: "
@@ -151,7 +155,7 @@ def _compare(data, out_dir, heads, backbones, epochs, size, batch_size, device, 
         size_note = 'from the images' + (' (--quick: at most 160)' if quick else '')
     else:
         size_note = '--size'
-    heads_epochs = ', '.join(f'{dc.HEAD_NAMES[h]} {epochs_by_head[h]} epochs'
+    heads_epochs = ', '.join(f'{dc.HEAD_NAMES[h]} {epochs_text(epochs_by_head[h])}'
                              for h in dict.fromkeys(r['head'] for r in runs))
     heads_epochs += f' ({epochs_note}; {steps} iterations per epoch)'
     clock.log(f'{len(runs)} runs: {", ".join(r["name"] for r in runs)}; {heads_epochs}, '

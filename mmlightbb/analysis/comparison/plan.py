@@ -79,6 +79,10 @@ def plan_runs(heads: Sequence[str], backbones: Sequence[str], quick: bool = Fals
     return runs
 
 
+def epochs_text(n: int) -> str:
+    return f"{n} epoch{'' if n == 1 else 's'}"
+
+
 def default_epochs(train_images: int, batch_size: int, quick: bool = False) -> int:
     """12 epochs (``quick``: 4), or more on a small set so that a run gets at least 300
     (``quick``: 120) iterations: from scratch, a YOLOX or Cascade R-CNN run of fewer iterations

@@ -10,7 +10,7 @@ import time
 from typing import Callable, Dict, List, Sequence, Tuple
 
 from ..compare import benchmark_file_name
-from .plan import TEST_METRICS
+from .plan import TEST_METRICS, epochs_text
 
 # a Cascade R-CNN epoch costs about this many YOLOX-s epochs on 2 CPU cores at 160 px (measured
 # with FasterNet-T2: 4.5 vs 1.05 s per batch of 8; the backbone's share is the same in both)
@@ -118,7 +118,7 @@ def train_test_benchmark(cfg, run: dict, run_dir: str, benches: list, precision:
     if resume_from:
         clock.log(f'{prefix}: resuming from {osp.relpath(resume_from, osp.dirname(run_dir))}')
     else:
-        clock.log(f'{prefix}: training {epochs} epochs from scratch'
+        clock.log(f'{prefix}: training {epochs_text(epochs)} from scratch'
                   + (f" (backbone weights {run['checkpoint']})" if run['checkpoint'] else ''))
     t0 = time.perf_counter()
     runner = Runner.from_cfg(cfg)
