@@ -142,12 +142,14 @@ def _compare(data, out_dir, heads, backbones, epochs, size, batch_size, device, 
         epochs_note = (f"{'--quick: ' if quick else ''}{preset['epochs']} epochs, or enough for "
                        f"{preset['min_iters']} iterations")
     epochs_by_head = {h: (epochs_by_head or {}).get(h) or epochs for h in dc.HEADS}
-    few = sorted({epochs_by_head[r['head']] * steps for r in runs
-                  if epochs_by_head[r['head']] * steps < FEW_ITERS})
-    if few:
-        clock.log(f'note: {few[0]} training iterations per run ({steps} per epoch): from scratch '
-                  'that is too few for a meaningful mAP (the speeds are fine); raise --epochs '
-                  f"{'(--cascade-epochs) ' if 'cascade' in heads else ''}for more")
+    for head in dict.fromkeys(r['head'] for r in runs):
+        iters = epochs_by_head[head] * steps
+        if iters < FEW_ITERS:
+            flag = '--cascade-epochs' if head == 'cascade' and epochs_by_head[head] != epochs \
+                else '--epochs'
+            clock.log(f'note: {iters} training iterations per {dc.HEAD_NAMES[head]} run ({steps} '
+                      'per epoch): from scratch that is too few for a meaningful mAP (the speeds '
+                      f'are fine); raise {flag} for more')
     if size is None:
         size = default_size(summary)
         if quick:
