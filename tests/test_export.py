@@ -220,3 +220,74 @@ def test_with_nms_needs_a_yolox_head():
     model.bbox_head.__class__ = type('RetinaHead', (type(model.bbox_head), ), {})
     with pytest.raises(ex.ExportError, match='--with-nms exports YOLOX detectors'):
         ex.YOLOXDetections(model, (64, 64))
+
+
+@pytest.mark.parametrize('fmt, backend', [('onnx', 'onnxruntime'), ('openvino', 'openvino')])
+def test_test_tool_evaluates_the_exported_detector_as_pytorch(fmt, backend, tmp_path, tiny_coco):
+    """tools/test.py --backend: the exported YOLOX graph (decoding + NMS) gives mmdet's
+    detections on every test image (boxes rescaled to the original 128 px images, matched at IoU
+    >= 0.99, scores within 1e-3) and so the same mAP as the PyTorch test."""
+    import pickle
+    import subprocess
+    import sys
+
+    from mmdet.structures.bbox import bbox_overlaps
+
+    from conftest import tiny_yolox_config
+    pytest.importorskip('onnxruntime' if fmt == 'onnx' else 'openvino')
+    config = tmp_path / 'tiny.py'
+    config.write_text(tiny_yolox_config(tiny_coco, dict(type='FasterNet', arch='t0',
+                                                         out_indices=(1, 2, 3)),
+                                        [80, 160, 320], size=64)
+                      # VOC mAP50 too: near-random boxes rarely reach COCO's IoU thresholds
+                      + "test_evaluator = [dict(type='CocoMetric', metric='bbox', ann_file="
+                      f"data_root + {tiny_coco['ann_file']!r}), dict(type='VOCMetric', "
+                      "metric='mAP', eval_mode='area', iou_thrs=0.5)]\n")
+    torch.manual_seed(0)
+    model, _ = ex.build_for_export(str(config))
+    for conv in model.bbox_head.multi_level_conv_obj:  # objectness high: many boxes reach NMS
+        conv.bias.data.fill_(2.0)
+    for conv in model.bbox_head.multi_level_conv_reg:  # small deltas: finite, varied boxes
+        conv.weight.data.mul_(0.01)
+    ckpt = tmp_path / 'tiny.pth'
+    torch.save({'state_dict': model.state_dict(), 'meta': {}}, ckpt)
+
+    def test(*extra):
+        out = tmp_path / f'{len(extra)}.pkl'
+        proc = subprocess.run(
+            [sys.executable, osp.join(REPO, 'tools', 'test.py'), str(config), str(ckpt), '--out',
+             str(out), '--work-dir', str(tmp_path / 'w'), *extra], capture_output=True, text=True,
+            timeout=600)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        line = next(ln for ln in proc.stdout.splitlines() if 'coco/bbox_mAP:' in ln)
+        maps = [float(line.split(f'{key}: ')[1].split()[0])
+                for key in ('coco/bbox_mAP', 'pascal_voc/mAP')]
+        return maps, pickle.load(open(out, 'rb'))
+
+    ref_map, ref = test()
+    got_map, got = test('--backend', backend)
+    assert ref_map[1] > 0  # some boxes hit: the comparison means something
+    assert got_map == pytest.approx(ref_map, abs=5e-4)  # identical to the third decimal
+    assert len(ref) == len(got) == 8
+    for r, g in zip(ref, got):
+        rb, gb = r['pred_instances']['bboxes'], g['pred_instances']['bboxes']
+        assert len(rb) == len(gb) > 10
+        iou, match = bbox_overlaps(torch.as_tensor(rb), torch.as_tensor(gb)).max(1)
+        assert (iou >= 0.99).all()
+        scores = torch.as_tensor(g['pred_instances']['scores'])[match]
+        assert (scores - torch.as_tensor(r['pred_instances']['scores'])).abs().max() <= 1e-3
+        assert (torch.as_tensor(g['pred_instances']['labels'])[match] ==
+                torch.as_tensor(r['pred_instances']['labels'])).all()
+
+
+def test_test_tool_backend_refuses_a_precision_it_cannot_run(tmp_path):
+    import subprocess
+    import sys
+    ckpt = tmp_path / 'x.pth'
+    ckpt.write_bytes(b'')  # refused before it is read
+    proc = subprocess.run(
+        [sys.executable, osp.join(REPO, 'tools', 'test.py'), TINY_CFG, str(ckpt), '--backend',
+         'onnxruntime', '--precision', 'bf16'], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == (
+        'error: --backend onnxruntime runs fp32 only; drop --precision bf16')

@@ -1,13 +1,19 @@
 """Test (evaluate) a detector checkpoint: mmdet's tools/test.py with mmlightbb registered.
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out results.pkl] [--show-dir DIR]
-        [--precision fp32|bf16|fp16]
+        [--precision fp32|bf16|fp16] [--backend pytorch|onnxruntime|openvino]
 
 ``--precision bf16`` runs the test loop under bf16 autocast on CPUs with avx512_bf16/amx_bf16
 (elsewhere fp32, with a warning); ``fp16`` is CUDA only (mmengine's TestLoop ``fp16``).
+``--backend onnxruntime|openvino`` (YOLOX) evaluates the deployed file instead of PyTorch: the
+detector is exported with box decoding and NMS in the graph (``tools/export.py --with-nms``) at the
+config's test scale into a temporary folder, and the test loop (batch 1) takes its predictions from
+the runtime; OpenVINO also runs ``--precision bf16``, ONNX Runtime fp32 only.
 """
 import argparse
+import contextlib
 import os.path as osp
+import tempfile
 
 import torch
 from mmengine.evaluator import DumpResults
@@ -15,6 +21,8 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import mmlightbb  # noqa: F401  (registers backbones, datasets and the safe checkpoint loader)
+from mmlightbb.analysis.export import (ExportError, build_for_export, export_with_nms,
+                                       exported_predictions, input_shape)
 from mmlightbb.datasets.sonar import UnreadableImageError
 from mmlightbb.engine import CheckpointFormatError, UnsafeCheckpointError
 from mmlightbb.engine.config import add_runner_args, config_from_args
@@ -34,6 +42,10 @@ def parse_args():
     parser.add_argument('--precision', choices=['fp32', 'bf16', 'fp16'], default='fp32',
                         help='fp32 (default); bf16 autocast on CPUs with native bf16 (else fp32 '
                         'with a warning); fp16 autocast, CUDA only')
+    parser.add_argument('--backend', choices=['pytorch', 'onnxruntime', 'openvino'],
+                        default='pytorch', help='pytorch (default); onnxruntime / openvino: '
+                        'evaluate the YOLOX detector exported with box decoding and NMS (batch 1, '
+                        'the test scale) in that runtime')
     parser.add_argument('--wait-time', type=float, default=2, help='the interval of show (s)')
     add_runner_args(parser)
     return parser.parse_args()
@@ -55,6 +67,18 @@ def set_test_precision(cfg, precision: str) -> str:
     return ran
 
 
+def export_for_test(args, cfg, folder: str) -> str:
+    """The checkpoint's YOLOX detector exported with decoding and NMS at the test scale."""
+    model, _ = build_for_export(args.config, args.checkpoint, args.cfg_options)
+    fmt = 'onnx' if args.backend == 'onnxruntime' else 'openvino'
+    path = osp.join(folder, 'detector.onnx' if fmt == 'onnx' else 'detector.xml')
+    shape = input_shape(cfg, None, args.config)
+    export_with_nms(model, shape, path, fmt)
+    print(f'evaluating {args.config} exported with box decoding and NMS, {shape[0]}x{shape[1]}, '
+          f'in {args.backend} ({args.precision})')
+    return path
+
+
 def main():
     args = parse_args()
     if not osp.isfile(args.checkpoint):
@@ -63,7 +87,14 @@ def main():
         raise SystemExit(f'--out must be a .pkl/.pickle file, got {args.out!r}')
     cfg = config_from_args(args)
     cfg.load_from = args.checkpoint
-    set_test_precision(cfg, args.precision)
+    if args.backend == 'pytorch':
+        set_test_precision(cfg, args.precision)
+    elif args.precision == 'fp16' or (args.backend == 'onnxruntime' and args.precision != 'fp32'):
+        raise SystemExit(f'error: --backend {args.backend} runs '
+                         f"{'fp32 or bf16' if args.backend == 'openvino' else 'fp32 only'}; "
+                         f'drop --precision {args.precision}')
+    else:
+        cfg.test_dataloader.batch_size = 1  # the exported graph's batch
     if args.show or args.show_dir:
         hook = cfg.default_hooks.get('visualization')
         if hook is None:
@@ -80,10 +111,18 @@ def main():
         runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
         if args.out is not None:
             runner.test_evaluator.metrics.append(DumpResults(out_file_path=args.out))
-        with fp32_predictions(runner.model):  # a no-op in fp32
+        with contextlib.ExitStack() as stack:
+            if args.backend == 'pytorch':
+                stack.enter_context(fp32_predictions(runner.model))  # a no-op in fp32
+            else:
+                path = export_for_test(args, cfg, stack.enter_context(tempfile.TemporaryDirectory(
+                    prefix='mmlightbb-test-')))
+                stack.enter_context(exported_predictions(
+                    runner.model, path, 'onnx' if args.backend == 'onnxruntime' else 'openvino',
+                    precision=args.precision))
             runner.test()
     except (FileNotFoundError, UnreadableImageError, CheckpointFormatError, UnsafeCheckpointError,
-            ChannelMismatchError) as err:
+            ChannelMismatchError, ExportError) as err:
         # raised in a dataloader worker, the message holds the worker's traceback; ours is last
         raise SystemExit(f'error: {str(err).strip().splitlines()[-1]}') from None
 

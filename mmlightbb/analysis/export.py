@@ -22,6 +22,7 @@ export leaves no file (nor a half-written one) under the target name. :func:`che
 the file in its runtime (CPU, fp32: OpenVINO's CPU plugin would otherwise pick bf16 on CPUs that
 have it) and returns the max relative difference to PyTorch on the same input.
 """
+import contextlib
 import copy
 import importlib
 import os
@@ -41,7 +42,8 @@ from .benchmark.inputs import (build_detector, deploy_model, find_test_scale, fl
 
 __all__ = ['FORMATS', 'OPSET', 'ExportError', 'require', 'prepare_for_export', 'export_onnx',
            'export_openvino', 'export_model', 'load_runtime', 'check_export', 'build_for_export',
-           'default_out_path', 'yolox_head', 'YOLOXDetections', 'two_stage', 'TWO_STAGE_EXPORT']
+           'default_out_path', 'yolox_head', 'YOLOXDetections', 'two_stage', 'TWO_STAGE_EXPORT',
+           'exported_predictions', 'export_with_nms']
 
 FORMATS = ('onnx', 'openvino')
 OPSET = 17
@@ -351,3 +353,60 @@ class YOLOXDetections(nn.Module):
         box_idx = box_idx[order]
         dets = torch.cat([boxes[0, box_idx], kept_scores[order, None]], 1)
         return dets, labels[box_idx]
+
+
+def export_with_nms(detector: nn.Module, shape: Tuple[int, int], path: str, fmt: str
+                    ) -> Tuple[nn.Module, torch.Tensor]:
+    """Export ``detector`` (YOLOX) deployed, with decoding and NMS in the graph, at batch 1 and
+    ``shape``; returns the exported module and the random input it was traced and checked on."""
+    module = YOLOXDetections(prepare_for_export(detector, backbone_only=False).module,
+                             shape).eval()
+    in_channels = int(getattr(detector.backbone, 'in_channels', 3) or 3)
+    x = torch.randn(1, in_channels, *shape, generator=torch.Generator().manual_seed(0))
+    export_model(module, x, path, fmt)
+    return module, x
+
+
+@contextlib.contextmanager
+def exported_predictions(model: nn.Module, path: str, fmt: str, threads: Optional[int] = None,
+                         precision: str = 'fp32'):
+    """Within the block ``model.test_step`` predicts with an exported YOLOX graph (decoding and
+    NMS inside: :class:`YOLOXDetections`) in its runtime instead of PyTorch, so mmdet's test loop
+    and metrics evaluate the deployed file. The data preprocessor stays PyTorch's; boxes are
+    rescaled to the original image as mmdet's ``predict(rescale=True)`` does. Batch 1, at the
+    exported input size: another batch or size raises ExportError naming the fix. Only this
+    model instance is changed, and only inside the block."""
+    from mmengine.structures import InstanceData
+    run = load_runtime(path, fmt, threads, precision)  # session creation / compilation, once
+    own = vars(model).get('test_step')
+
+    def test_step(data):
+        data = model.data_preprocessor(data, False)
+        inputs, samples = data['inputs'], data['data_samples']
+        if inputs.shape[0] != 1:
+            raise ExportError(f'the exported detector takes batch 1, the test loader gives '
+                              f'{inputs.shape[0]}: set test_dataloader.batch_size=1')
+        try:
+            dets, labels = run(inputs.detach().cpu().float().numpy())
+        except Exception as err:  # the runtimes' own errors name shapes, not the fix
+            raise ExportError(f'{fmt} could not run the exported detector on a test batch of '
+                              f'{tuple(inputs.shape)} ({str(err).splitlines()[0][:200]}); '
+                              'export it at the test loader\'s padded size (--shape H W)'
+                              ) from None
+        dets = torch.from_numpy(np.asarray(dets)).float()
+        pred = InstanceData(bboxes=dets[:, :4], scores=dets[:, 4],
+                            labels=torch.from_numpy(np.asarray(labels)).long())
+        scale = samples[0].metainfo.get('scale_factor')
+        if scale is not None:  # back to the original image, as predict(rescale=True)
+            pred.bboxes = pred.bboxes / pred.bboxes.new_tensor(scale).repeat(2)
+        samples[0].pred_instances = pred
+        return samples
+
+    model.test_step = test_step
+    try:
+        yield model
+    finally:
+        if own is None:
+            del model.test_step
+        else:
+            model.test_step = own
