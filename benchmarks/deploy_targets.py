@@ -52,8 +52,8 @@ from mmengine.runner import Runner
 from mmlightbb.analysis.benchmark import (autocast_context, build_detector, cpu_bf16_support,
                                           cpu_name, deploy_model, make_batch, max_rel_diff,
                                           profile_ops, time_interleaved)
-from mmlightbb.analysis.export import (YOLOXDetections, export_model, load_runtime,
-                                       prepare_for_export)
+from mmlightbb.analysis.export import (export_model, load_runtime, prepare_for_export,
+                                       prepare_with_nms)
 from mmlightbb.analysis.pipeline import short_schedule_config
 from mmlightbb.datasets import make_sonar_dataset
 from mmlightbb.models.layers import randomize_bn_stats
@@ -171,8 +171,7 @@ def detector_rows(args, bf16, tmp):
             sides['pytorch bf16'] = run_bf16
         with torch.no_grad():
             x = model.data_preprocessor(batch, False)['inputs']
-        module = YOLOXDetections(prepare_for_export(model, backbone_only=False).module,
-                                 (side, side)).eval()
+        module = prepare_with_nms(model, (side, side))
 
         for name, run in runtime_sides(module, x, tmp, label.replace(' ', '_'), args.threads,
                                        bf16).items():

@@ -23,10 +23,9 @@ import sys
 import torch
 from mmengine.config import DictAction
 
-from mmlightbb.analysis.export import (FORMATS, TWO_STAGE_EXPORT, ExportError, YOLOXDetections,
-                                       build_for_export, check_export, default_out_path,
-                                       export_model, input_shape, prepare_for_export, require,
-                                       two_stage)
+from mmlightbb.analysis.export import (FORMATS, TWO_STAGE_EXPORT, ExportError, build_for_export,
+                                       check_export, default_out_path, export_model, input_shape,
+                                       prepare_for_export, prepare_with_nms, require, two_stage)
 
 
 def parse_args(argv=None):
@@ -65,9 +64,8 @@ def main(argv=None):
         model, cfg = build_for_export(args.config, args.checkpoint, args.cfg_options)
         h, w = input_shape(cfg, args.shape, args.config)
         out = args.out or default_out_path(args.config, args.format, args.backbone_only)
-        module = prepare_for_export(model, args.backbone_only)
-        if args.with_nms:
-            module = YOLOXDetections(module.module, (h, w)).eval()
+        module = (prepare_with_nms(model, (h, w)) if args.with_nms else
+                  prepare_for_export(model, args.backbone_only))
         in_ch = int(getattr(model.backbone, 'in_channels', 3) or 3)
         x = torch.randn(args.batch_size, in_ch, h, w, generator=torch.Generator().manual_seed(0))
         export_model(module, x, out, args.format, args.dynamic)

@@ -21,6 +21,7 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import mmlightbb  # noqa: F401  (registers backbones, datasets and the safe checkpoint loader)
+from mmlightbb.analysis.benchmark import RUNTIME_PRECISIONS
 from mmlightbb.analysis.export import (ExportError, build_for_export, export_with_nms,
                                        exported_predictions, input_shape)
 from mmlightbb.datasets.sonar import UnreadableImageError
@@ -89,10 +90,10 @@ def main():
     cfg.load_from = args.checkpoint
     if args.backend == 'pytorch':
         set_test_precision(cfg, args.precision)
-    elif args.precision == 'fp16' or (args.backend == 'onnxruntime' and args.precision != 'fp32'):
-        raise SystemExit(f'error: --backend {args.backend} runs '
-                         f"{'fp32 or bf16' if args.backend == 'openvino' else 'fp32 only'}; "
-                         f'drop --precision {args.precision}')
+    elif args.precision not in RUNTIME_PRECISIONS[args.backend]:
+        runs = RUNTIME_PRECISIONS[args.backend]
+        raise SystemExit(f"error: --backend {args.backend} runs {' or '.join(runs)}"
+                         f"{' only' if len(runs) == 1 else ''}; drop --precision {args.precision}")
     else:
         cfg.test_dataloader.batch_size = 1  # the exported graph's batch
     if args.show or args.show_dir:

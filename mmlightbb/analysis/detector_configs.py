@@ -192,6 +192,14 @@ def _test_evaluator(data: dict) -> list:
             dict(type='CocoMetric', ann_file=data['test']['file'], metric='bbox')]
 
 
+def schedule_phases(epochs: int, yolox_mode_switch: bool = False) -> Tuple[int, int, int]:
+    """(warm-up epochs, the epoch the cosine ends at, the last epochs without Mosaic/MixUp) of
+    :func:`apply_short_schedule`: 1 warm-up epoch when at least 2 epochs of cosine follow it."""
+    last = epochs // 4 if yolox_mode_switch else 0
+    cosine_end = epochs - last
+    return (1 if cosine_end >= 2 else 0), cosine_end, last
+
+
 def apply_short_schedule(cfg, epochs: int, lr: float, weight_decay: float = 0.05,
                          clip_grad: Optional[dict] = None, yolox_mode_switch: bool = False):
     """The comparison's schedule on ``cfg`` (in place): AdamW (no decay on norms and biases),
@@ -203,9 +211,7 @@ def apply_short_schedule(cfg, epochs: int, lr: float, weight_decay: float = 0.05
         paramwise_cfg=dict(norm_decay_mult=0., bias_decay_mult=0.))
     if clip_grad:
         cfg.optim_wrapper['clip_grad'] = dict(clip_grad)
-    last = epochs // 4 if yolox_mode_switch else 0
-    cosine_end = epochs - last
-    warmup = 1 if cosine_end >= 2 else 0
+    warmup, cosine_end, last = schedule_phases(epochs, yolox_mode_switch)
     cfg.param_scheduler = [
         dict(type='CosineAnnealingLR', eta_min=lr / 20, begin=warmup, T_max=cosine_end - warmup,
              end=cosine_end, by_epoch=True, convert_to_iter_based=True)]

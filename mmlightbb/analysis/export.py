@@ -22,7 +22,6 @@ export leaves no file (nor a half-written one) under the target name. :func:`che
 the file in its runtime (CPU, fp32: OpenVINO's CPU plugin would otherwise pick bf16 on CPUs that
 have it) and returns the max relative difference to PyTorch on the same input.
 """
-import contextlib
 import copy
 import importlib
 import os
@@ -34,8 +33,10 @@ import numpy as np
 import torch
 from mmcv.ops import nms
 from mmengine.runner import load_checkpoint
+from mmengine.structures import InstanceData
 from torch import nn
 
+from ..engine.precision import replaced_test_step
 from ..models.layers import set_cpu_channels_last
 from .benchmark.inputs import (build_detector, deploy_model, find_test_scale, flatten_outputs,
                                max_rel_diff)
@@ -43,7 +44,7 @@ from .benchmark.inputs import (build_detector, deploy_model, find_test_scale, fl
 __all__ = ['FORMATS', 'OPSET', 'ExportError', 'require', 'prepare_for_export', 'export_onnx',
            'export_openvino', 'export_model', 'load_runtime', 'check_export', 'build_for_export',
            'default_out_path', 'yolox_head', 'YOLOXDetections', 'two_stage', 'TWO_STAGE_EXPORT',
-           'exported_predictions', 'export_with_nms']
+           'prepare_with_nms', 'export_with_nms', 'exported_predictions']
 
 FORMATS = ('onnx', 'openvino')
 OPSET = 17
@@ -355,30 +356,34 @@ class YOLOXDetections(nn.Module):
         return dets, labels[box_idx]
 
 
+def prepare_with_nms(detector: nn.Module, shape: Tuple[int, int], deploy: bool = True
+                     ) -> YOLOXDetections:
+    """:func:`prepare_for_export`'s NCHW eval-mode copy of a YOLOX ``detector`` (deployed unless
+    ``deploy`` is False) with decoding and NMS after it, for batch 1 at ``shape``."""
+    return YOLOXDetections(prepare_for_export(detector, backbone_only=False, deploy=deploy).module,
+                           shape).eval()
+
+
 def export_with_nms(detector: nn.Module, shape: Tuple[int, int], path: str, fmt: str
                     ) -> Tuple[nn.Module, torch.Tensor]:
     """Export ``detector`` (YOLOX) deployed, with decoding and NMS in the graph, at batch 1 and
     ``shape``; returns the exported module and the random input it was traced and checked on."""
-    module = YOLOXDetections(prepare_for_export(detector, backbone_only=False).module,
-                             shape).eval()
+    module = prepare_with_nms(detector, shape)
     in_channels = int(getattr(detector.backbone, 'in_channels', 3) or 3)
     x = torch.randn(1, in_channels, *shape, generator=torch.Generator().manual_seed(0))
     export_model(module, x, path, fmt)
     return module, x
 
 
-@contextlib.contextmanager
 def exported_predictions(model: nn.Module, path: str, fmt: str, threads: Optional[int] = None,
                          precision: str = 'fp32'):
-    """Within the block ``model.test_step`` predicts with an exported YOLOX graph (decoding and
-    NMS inside: :class:`YOLOXDetections`) in its runtime instead of PyTorch, so mmdet's test loop
-    and metrics evaluate the deployed file. The data preprocessor stays PyTorch's; boxes are
-    rescaled to the original image as mmdet's ``predict(rescale=True)`` does. Batch 1, at the
-    exported input size: another batch or size raises ExportError naming the fix. Only this
-    model instance is changed, and only inside the block."""
-    from mmengine.structures import InstanceData
+    """Within the block (a context manager) ``model.test_step`` predicts with an exported YOLOX
+    graph (decoding and NMS inside: :class:`YOLOXDetections`) in its runtime instead of PyTorch,
+    so mmdet's test loop and metrics evaluate the deployed file. The data preprocessor stays
+    PyTorch's; boxes are rescaled to the original image as mmdet's ``predict(rescale=True)``
+    does. Batch 1, at the exported input size: another batch or size raises ExportError naming
+    the fix. Only this model instance is changed, and only inside the block."""
     run = load_runtime(path, fmt, threads, precision)  # session creation / compilation, once
-    own = vars(model).get('test_step')
 
     def test_step(data):
         data = model.data_preprocessor(data, False)
@@ -402,11 +407,4 @@ def exported_predictions(model: nn.Module, path: str, fmt: str, threads: Optiona
         samples[0].pred_instances = pred
         return samples
 
-    model.test_step = test_step
-    try:
-        yield model
-    finally:
-        if own is None:
-            del model.test_step
-        else:
-            model.test_step = own
+    return replaced_test_step(model, test_step)

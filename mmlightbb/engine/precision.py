@@ -25,8 +25,8 @@ from mmengine.registry import OPTIM_WRAPPERS
 from mmengine.structures import BaseDataElement
 
 __all__ = ['PRECISIONS', 'AUTOCAST_DTYPES', 'cpu_bf16_support', 'resolve_precision',
-           'autocast_context', 'resolve_test_precision', 'set_test_autocast', 'fp32_predictions',
-           'CPUBF16OptimWrapper']
+           'autocast_context', 'resolve_test_precision', 'set_test_autocast', 'replaced_test_step',
+           'fp32_predictions', 'CPUBF16OptimWrapper']
 
 PRECISIONS = ('fp32', 'bf16', 'fp16')
 AUTOCAST_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
@@ -119,13 +119,27 @@ def set_test_autocast(cfg, precision: str):
 
 
 @contextlib.contextmanager
+def replaced_test_step(model, test_step):
+    """Within the block ``model.test_step`` is ``test_step``; afterwards the model is as it was
+    (its class's test_step, or the instance attribute set before). Only this instance changes."""
+    own = vars(model).get('test_step')
+    model.test_step = test_step
+    try:
+        yield model
+    finally:
+        if own is None:
+            del model.test_step  # the class's test_step again
+        else:
+            model.test_step = own
+
+
 def fp32_predictions(model):
-    """Within the block ``model.test_step`` hands the evaluator fp32 predictions: under autocast
-    the boxes and scores come out bf16/fp16, which the metrics' ``.numpy()`` cannot take ("Got
-    unsupported ScalarType BFloat16"). Only this model instance is changed, and only inside the
-    block (a deep copy made inside would still call this instance's test_step)."""
+    """Within the block (a context manager) ``model.test_step`` hands the evaluator fp32
+    predictions: under autocast the boxes and scores come out bf16/fp16, which the metrics'
+    ``.numpy()`` cannot take ("Got unsupported ScalarType BFloat16"). Only this model instance is
+    changed, and only inside the block (a deep copy made inside would still call this instance's
+    test_step)."""
     test_step = model.test_step
-    own = vars(model).get('test_step')  # an instance attribute set before, if any
 
     def to_fp32(element):
         for key, value in list(element.items()):
@@ -143,14 +157,7 @@ def fp32_predictions(model):
             if isinstance(sample, BaseDataElement):
                 to_fp32(sample)
         return outputs
-    model.test_step = wrapped
-    try:
-        yield model
-    finally:
-        if own is None:
-            del model.test_step  # the class's test_step again
-        else:
-            model.test_step = own
+    return replaced_test_step(model, wrapped)
 
 
 @OPTIM_WRAPPERS.register_module()

@@ -139,14 +139,14 @@ def _benchmark(model, s: BenchmarkSettings, batches, images_info, source):
     workdir = None
     if s.backend != 'pytorch':
         # here, not at the top: analysis.export builds on this package's inputs module
-        from ..export import YOLOXDetections, export_model, load_runtime, prepare_for_export
+        from ..export import export_model, load_runtime, prepare_for_export, prepare_with_nms
         fmt = 'onnx' if s.backend == 'onnxruntime' else 'openvino'
-        module = prepare_for_export(timed, backbone_only=s.backbone_only, deploy=False)
         if s.backbone_only:
+            module = prepare_for_export(timed, backbone_only=True, deploy=False)
             exported_backbone = module.module
             exported = 'the exported backbone'
         else:  # box decoding and NMS in the graph: what test_step's post-processing does
-            module = YOLOXDetections(module.module, shape).eval()
+            module = prepare_with_nms(timed, shape, deploy=False)
             exported_backbone = module.detector.backbone
             exported = ('the exported detector: backbone, neck, head, box decoding and NMS; '
                         'the normalisation before it is not in the graph')

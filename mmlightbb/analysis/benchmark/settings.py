@@ -6,9 +6,11 @@ import torch
 
 from ...engine.precision import PRECISIONS, TORCH_DTYPE_NAMES, resolve_precision
 
-__all__ = ['BenchmarkSettings', 'BACKENDS']
+__all__ = ['BenchmarkSettings', 'BACKENDS', 'RUNTIME_PRECISIONS']
 
 BACKENDS = ('pytorch', 'onnxruntime', 'openvino')
+# what each export runtime runs: ORT the fp32 graph, OpenVINO also bf16 (INFERENCE_PRECISION_HINT)
+RUNTIME_PRECISIONS = {'onnxruntime': ('fp32', ), 'openvino': ('fp32', 'bf16')}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,7 +93,7 @@ class BenchmarkSettings:
                              ('--channels-last', self.channels_last)):
                 if on:
                     raise ValueError(f'{flag} is for --backend pytorch only')
-            if self.backend == 'onnxruntime' and self.precision != 'fp32':
+            if self.precision not in RUNTIME_PRECISIONS[self.backend]:  # only ORT gets here
                 raise ValueError('--backend onnxruntime runs the fp32 ONNX graph; use --precision '
                                  'fp32 (bf16: --backend openvino or pytorch)')
         if self.profile and not _is_count(self.profile_iters, 1):

@@ -36,9 +36,8 @@ def _setup(summary: dict, runs: List[dict], epochs_by_head: Dict[str, int], size
                  '{rpn_test_proposals} RPN proposals (train/test), RoIAlign sampling_ratio '
                  '{sampling_ratio}'.format(**dc.CASCADE_SMALL))
         epochs = epochs_by_head[head]
-        # apply_short_schedule warms up for 1 epoch when at least 2 epochs of cosine follow it
-        cosine = epochs - (epochs // 4 if head == 'yolox' else 0)
-        warmup = '1 warm-up epoch, cosine' if cosine >= 2 else 'cosine, no warm-up'
+        warmup = ('1 warm-up epoch, cosine' if dc.schedule_phases(epochs, head == 'yolox')[0]
+                  else 'cosine, no warm-up')
         lines.append(
             f'* {dc.HEAD_NAMES[head]}: {epochs_text(epochs)}, batch {batch_size}, AdamW '
             f"lr {sch['lr']:g} (weight decay {sch['weight_decay']:g}), {warmup}; "

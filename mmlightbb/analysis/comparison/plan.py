@@ -10,7 +10,7 @@ from typing import Dict, List, Optional, Sequence
 from ...engine.precision import PRECISIONS, resolve_test_precision
 from ...models.pretrained import get_weights
 from .. import detector_configs as dc
-from ..benchmark.settings import BACKENDS
+from ..benchmark.settings import BACKENDS, RUNTIME_PRECISIONS
 from ..compare import BENCHMARK, benchmark_file_name
 
 RUN_INFO = 'run.json'
@@ -156,7 +156,7 @@ def check_precision_and_backends(precision: str, backends: Sequence[str], device
     if runtimes and device != 'cpu':
         raise ComparisonError(f'--backends {runtimes[0]} runs on the CPU; use --device cpu, or '
                               'drop it from --backends')
-    if 'onnxruntime' in runtimes and ran != 'fp32':
+    if any(ran not in RUNTIME_PRECISIONS[b] for b in runtimes):  # ORT only: fp16 is CUDA's
         raise ComparisonError(f'--backends onnxruntime runs the fp32 graph, but the runs are '
                               f'tested in {ran}; use --precision fp32, or drop onnxruntime '
                               '(openvino runs bf16)')
