@@ -280,6 +280,26 @@ def test_test_tool_evaluates_the_exported_detector_as_pytorch(fmt, backend, tmp_
                 torch.as_tensor(r['pred_instances']['labels'])).all()
 
 
+def test_exported_predictions_name_the_fix_for_another_batch_or_size(tmp_path):
+    """The test loop hands the exported graph a batch it was not exported for: one line naming
+    the fix, not the runtime's shape error."""
+    pytest.importorskip('onnxruntime')
+    from mmlightbb.analysis.benchmark import make_batch
+    model, _ = ex.build_for_export(TINY_CFG)
+    path = str(tmp_path / 'd.onnx')
+    ex.export_with_nms(model, (64, 64), path, 'onnx')
+    with ex.exported_predictions(model.eval(), path, 'onnx'):
+        with pytest.raises(ex.ExportError, match='takes batch 1, the test loader gives 2: set '
+                           'test_dataloader.batch_size=1'):
+            model.test_step(make_batch(2, (64, 64)))
+        with pytest.raises(ex.ExportError, match=r"on a test batch of \(1, 3, 96, 96\) .*export "
+                           r"it at the test loader's padded size \(--shape H W\)"):
+            model.test_step(make_batch(1, (96, 96)))
+        pred = model.test_step(make_batch(1, (64, 64)))[0].pred_instances  # the exported size
+        assert pred.bboxes.shape[1] == 4 and len(pred.scores) == len(pred.labels)
+    assert 'test_step' not in vars(model)  # the class's test_step again after the block
+
+
 def test_test_tool_backend_refuses_a_precision_it_cannot_run(tmp_path):
     import subprocess
     import sys

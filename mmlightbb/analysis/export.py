@@ -1,5 +1,8 @@
 """Export a deployed detector or backbone to ONNX / OpenVINO IR, run it there, and check it.
 
+A little over 400 lines: the export, the runtimes that run it and the YOLOX post-processing graph
+they evaluate (:class:`YOLOXDetections`, :func:`exported_predictions`) change together.
+
 What a runtime receives is the plain graph: the model is re-parameterised first
 (:func:`~mmlightbb.analysis.benchmark.deploy_model`: RepLKNet/CSPConvNeXt branches merged, BN
 folded into convs), then the CPU layout tricks that help PyTorch's oneDNN path are switched off
