@@ -15,8 +15,9 @@ and macs_vs_latency.png, OUT/<run>/<run>.py the config of each run (python tools
 it as it is). --precision is that of every test and benchmark; --backends adds runtimes the
 trained detector is timed in (one report row each). Run it again with the same arguments after an
 interruption: finished runs are skipped, an unfinished one resumes from its last checkpoint; with
-more --backends, finished runs are only timed in the new ones. See
-mmlightbb/analysis/comparison.py and mmlightbb/analysis/detector_configs.py (the schedules).
+more --backends, finished runs are only timed in the new ones. See the package
+mmlightbb/analysis/comparison/ (plan.py, runs.py, job.py) and mmlightbb/analysis/detector_configs.py
+(the schedules).
 """
 import argparse
 import os
