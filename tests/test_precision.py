@@ -1,7 +1,10 @@
 """bf16 on CPU: every backbone (small custom archs) runs under ``torch.autocast('cpu', bf16)`` in
 training form, deployed form and in train mode, within a stated tolerance of fp32; a bf16 training
 step (backbone, and a whole YOLOX detector through ``CPUBF16OptimWrapper``) has a finite loss and
-finite gradients; the precision settings of the benchmark, tools/test.py and tools/train.py.
+finite gradients; detectors test in bf16 through ``AutocastTestLoop`` (``autocast_compute``: the
+backbone, neck and heads under autocast, NMS/RoIAlign and the metrics in fp32), where a whole
+``test_step`` under stock autocast fails in mmcv's fp32-only CPU kernels; the precision settings of
+the benchmark, tools/test.py and tools/train.py.
 
 Tolerance: bf16 keeps 8 significant bits (relative rounding 2^-9 = 2e-3 per op); through a whole
 backbone the max relative difference of the outputs (``max|fp32 - bf16| / max|fp32|``) measured
@@ -21,8 +24,8 @@ import torch
 
 import mmlightbb  # noqa: F401
 from mmlightbb.analysis import benchmark as bm
-from mmlightbb.engine.precision import (CPUBF16OptimWrapper, autocast_context, cpu_bf16_support,
-                                        resolve_precision)
+from mmlightbb.engine.precision import (AutocastTestLoop, CPUBF16OptimWrapper, autocast_compute,
+                                        autocast_context, cpu_bf16_support, resolve_precision)
 from mmlightbb.models.backbones import BACKBONES
 from mmlightbb.models.layers import randomize_bn_stats
 
@@ -160,13 +163,18 @@ def _tool(path, name):
 def test_test_tool_precision_sets_the_test_loop(monkeypatch):
     from mmengine.config import Config
     tool = _tool('test.py', 'mmlightbb_test_tool')
+    from mmdet.registry import LOOPS
     cfg = Config(dict(test_cfg=dict(type='TestLoop')))
-    assert tool.set_test_precision(cfg, 'fp32') == 'fp32' and 'fp16' not in cfg.test_cfg
+    assert tool.set_test_precision(cfg, 'fp32') == 'fp32' and cfg.test_cfg == dict(type='TestLoop')
     ran = tool.set_test_precision(cfg, 'bf16')
     assert ran == ('bf16' if NATIVE else 'fp32')
-    assert cfg.test_cfg.get('fp16', False) == NATIVE
+    assert (cfg.test_cfg == dict(type='AutocastTestLoop', precision='bf16')) == NATIVE
+    assert LOOPS.get('AutocastTestLoop') is AutocastTestLoop
     with pytest.raises(SystemExit, match='fp16 is CUDA only'):
         tool.set_test_precision(Config(dict(test_cfg=dict(type='TestLoop'))), 'fp16')
+    if NATIVE:  # another kind of test loop is not replaced silently
+        with pytest.raises(SystemExit, match="needs test_cfg type 'TestLoop'"):
+            tool.set_test_precision(Config(dict(test_cfg=dict(type='MyLoop'))), 'bf16')
 
 
 @needs_bf16
@@ -227,30 +235,87 @@ def test_tools_parse_precision_flags():
     assert isinstance(args, argparse.Namespace)
 
 
-def test_fp32_predictions_hands_the_evaluator_fp32_inside_the_block_only():
-    """Under autocast the predicted boxes/scores are bf16, which mmdet's metrics cannot
-    ``.numpy()`` ("Got unsupported ScalarType BFloat16")."""
+def test_autocast_compute_hands_the_evaluator_fp32_inside_the_block_only():
+    """Under a whole-model autocast the predicted boxes/scores are bf16, which mmdet's metrics
+    cannot ``.numpy()`` ("Got unsupported ScalarType BFloat16"); ``autocast_compute`` runs the
+    backbone and head under autocast and hands their outputs on in fp32, inside the block only."""
+    import copy
+
     from mmdet.structures import DetDataSample
     from mmengine.structures import InstanceData
+    from torch import nn
 
-    from mmlightbb.engine.precision import fp32_predictions
+    class Model(nn.Module):  # the shape of an mmdet detector: backbone, head, post-processing
+        def __init__(self):
+            super().__init__()
+            self.backbone = nn.Linear(4, 8)
+            self.bbox_head = nn.Linear(8, 5)
 
-    class Model:
         def test_step(self, data):
+            out = self.bbox_head(self.backbone(torch.rand(3, 4)))
             sample = DetDataSample()
             sample.pred_instances = InstanceData(
-                bboxes=torch.rand(3, 4, dtype=torch.bfloat16), labels=torch.tensor([0, 1, 0]),
-                scores=torch.rand(3, dtype=torch.bfloat16))
+                bboxes=out[:, :4], labels=torch.tensor([0, 1, 0]), scores=out[:, 4].sigmoid())
             return [sample]
+
     model = Model()
-    with fp32_predictions(model):
+    seen = []
+    model.bbox_head.register_forward_hook(lambda mod, args, out: seen.append(out.dtype))
+    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):  # stock: the whole step
         pred = model.test_step({})[0].pred_instances
-    assert pred.bboxes.dtype == pred.scores.dtype == torch.float32
+    assert pred.scores.dtype == torch.bfloat16
+    with pytest.raises(TypeError, match='BFloat16'):
+        pred.scores.numpy()
+    with torch.no_grad(), autocast_compute(model, 'bf16', 'cpu'):
+        pred = model.test_step({})[0].pred_instances
+    assert seen[-1] == torch.bfloat16  # the head computed in bf16 ...
+    assert pred.bboxes.dtype == pred.scores.dtype == torch.float32  # ... and handed on fp32
     assert pred.labels.dtype == torch.int64 and len(pred) == 3
     pred.scores.numpy()
     # after the block the model is as it was: a deep copy (the benchmark's) runs its own step
-    assert 'test_step' not in vars(model)
-    assert model.test_step({})[0].pred_instances.scores.dtype == torch.bfloat16
+    assert not any(m._forward_pre_hooks for m in model.modules())
+    copied = copy.deepcopy(model)
+    with torch.no_grad():
+        assert copied.test_step({})[0].pred_instances.scores.dtype == torch.float32
+    assert not torch.is_autocast_enabled('cpu')
+
+
+def test_roi_align_gets_fp32_features_under_autocast_compute():
+    """Cascade R-CNN's RoI extractor: under a whole-model bf16 autocast the neck hands mmcv's
+    RoIAlign bf16 maps, which its CPU kernel refuses; with ``autocast_compute`` the neck computes
+    in bf16 and hands fp32 maps on, RoIAlign runs in fp32 and the RoI head in bf16 again."""
+    from mmcv.ops import RoIAlign
+    from torch import nn
+    layer = RoIAlign((7, 7), spatial_scale=1.0, sampling_ratio=0, aligned=True)
+    rois = torch.tensor([[0., 1., 1., 8., 8.]])
+
+    class TwoStage(nn.Module):  # backbone, neck, RoI extractor, roi_head.bbox_head
+        def __init__(self):
+            super().__init__()
+            self.backbone = nn.Conv2d(3, 4, 3, padding=1)
+            self.neck = nn.Conv2d(4, 4, 1)
+            self.roi_head = nn.Module()
+            self.roi_head.bbox_head = nn.Linear(4 * 7 * 7, 5)
+
+        def forward(self, x):
+            feats = self.neck(self.backbone(x))
+            seen.append(('roi_align', feats.dtype))
+            return self.roi_head.bbox_head(layer(feats, rois).flatten(1))
+
+    model, seen = TwoStage().eval(), []
+    model.roi_head.bbox_head.register_forward_hook(
+        lambda mod, args, out: seen.append(('bbox_head', out.dtype)))
+    x = torch.randn(1, 3, 16, 16)
+    with torch.no_grad():
+        ref = model(x)
+        with pytest.raises(NotImplementedError, match='BFloat16'):
+            with torch.autocast('cpu', dtype=torch.bfloat16):
+                model(x)
+        seen.clear()
+        with autocast_compute(model, 'bf16', 'cpu'):
+            out = model(x)
+    assert seen == [('roi_align', torch.float32), ('bbox_head', torch.bfloat16)]
+    assert out.dtype == torch.float32 and torch.allclose(out, ref, atol=5e-2)
 
 
 @needs_bf16
@@ -260,8 +325,10 @@ def test_fp32_predictions_hands_the_evaluator_fp32_inside_the_block_only():
                                    'model.neck.in_channels': [40, 80, 160, 320]}),
 ], ids=['yolox', 'cascade'])
 def test_detector_test_step_under_bf16_autocast_finds_the_fp32_detections(config, options):
-    """NMS and RoIAlign get bf16 inputs under autocast (engine/patches.py casts them to fp32);
-    the top detections of bf16 and fp32 are the same boxes with close scores."""
+    """A whole ``test_step`` under stock bf16 autocast fails in mmcv's CPU NMS (bf16 scores);
+    through ``AutocastTestLoop``'s ``autocast_compute`` (backbone, neck and heads in bf16,
+    post-processing in fp32) the top detections of bf16 and fp32 are the same boxes with close
+    scores."""
     from mmdet.structures.bbox import bbox_overlaps
     options = dict(options, **{'model.backbone.init_cfg': None})
     torch.manual_seed(0)
@@ -271,9 +338,13 @@ def test_detector_test_step_under_bf16_autocast_finds_the_fp32_detections(config
     batch = bm.make_batch(1, (128, 128), seed=0)
     with torch.no_grad():
         ref = model.test_step(dict(batch))[0].pred_instances
-        with autocast_context('bf16', 'cpu'):
+        with pytest.raises(RuntimeError, match='expected scalar type Float but found BFloat16'):
+            with autocast_context('bf16', 'cpu'):
+                model.test_step(dict(batch))
+        with autocast_compute(model, 'bf16', 'cpu'):
             out = model.test_step(dict(batch))[0].pred_instances
     assert len(ref) > 0 and len(out) > 0
+    assert out.bboxes.dtype == out.scores.dtype == torch.float32
     # the 5 best fp32 boxes have bf16 twins (near-equal scores may swap places). Random weights
     # give large box deltas and near-tied scores, so bf16 rounding can move a box or change which
     # proposal Cascade R-CNN refines: 4 of 5 must match (the mAP in bf16 vs fp32 of trained
