@@ -17,10 +17,12 @@ tests the rest.
 * 1-channel 8-bit and 16-bit PNGs -> 3-channel uint8 through the sonar configs' pipelines
     tests/test_errors.py::test_sonar_configs_load_gray_8_and_16_bit_png_as_3_channel_uint8
     tests/test_sonar.py::test_gray_png_16bit_tif_and_bmp_load_as_3_channel_uint8 (the loader)
-* backbone ``out_channels`` != neck ``in_channels`` -> refused when the detector is built
-    tests/test_errors.py::test_neck_mismatch_fails_when_mmdet_builds_the_detector (YOLOXPAFPN, FPN)
-    tests/test_errors.py::test_neck_mismatch_fails_in_mmengine_runner (mmdet's train.py path)
-    tests/test_errors.py::test_neck_check_covers_channel_mapper_neck_lists_and_either_order
+* backbone ``out_channels`` != neck ``in_channels`` -> refused when RecoverableRunner builds the
+  detector (a stock ``MODELS.build`` builds it; the check is a function on the built model)
+    tests/test_errors.py::test_neck_mismatch_is_found_on_the_built_detector (YOLOXPAFPN, FPN)
+    tests/test_errors.py::test_neck_mismatch_fails_in_the_recoverable_runner (mmdet's train.py
+    path with runner_type, and mmlightbb's build_runner)
+    tests/test_errors.py::test_neck_check_covers_channel_mapper_and_neck_lists
     tests/test_errors.py::test_test_tool_reports_bad_input_in_one_line (one line, no traceback)
 * pretrained checkpoint missing, truncated, not a checkpoint (init_cfg, load_from, --resume and
   tools/test.py all read through ``mmlightbb.engine.safe_load``)
@@ -110,11 +112,14 @@ def build_detector_cfg(config, **changes):
     ('configs/cascade_rcnn_fasternet.py', {'model.backbone.out_indices': (1, 2, 3)},
      ('FPN', '[192, 384, 768]', '[96, 192, 384, 768]')),
 ], ids=['yolox', 'cascade'])
-def test_neck_mismatch_fails_when_mmdet_builds_the_detector(config, changes, lists):
+def test_neck_mismatch_is_found_on_the_built_detector(config, changes, lists):
+    """Stock mmdet builds the detector (it would fail at the first forward); the check on the
+    built model, which RecoverableRunner.build_model runs, names both lists and the fix."""
     from mmdet.registry import MODELS
     model_cfg = build_detector_cfg(osp.join(REPO, config), **changes)
+    model = MODELS.build(model_cfg)
     with pytest.raises(ChannelMismatchError) as e:
-        MODELS.build(model_cfg)
+        check_backbone_neck_channels(model)
     neck, returned, expected = lists
     msg = str(e.value)
     assert f'returns feature maps with channels {returned}' in msg
@@ -122,41 +127,51 @@ def test_neck_mismatch_fails_when_mmdet_builds_the_detector(config, changes, lis
     assert f'model.neck.in_channels={returned}' in msg and 'out_indices' in msg
 
 
-def test_neck_mismatch_fails_in_mmengine_runner(tiny_coco, tmp_path):
-    """The path of mmdet's own tools/train.py: a stock config with custom_imports, no mmlightbb
-    tool involved; the model is built (and refused) before any data is read."""
+@pytest.mark.parametrize('runner_type', ['mmdet.RecoverableRunner', None],
+                         ids=['mmdet-train-runner-type', 'build-runner'])
+def test_neck_mismatch_fails_in_the_recoverable_runner(tiny_coco, tmp_path, runner_type):
+    """The path of mmdet's own tools/train.py (``RUNNERS.build(cfg)`` for a config that names
+    ``runner_type``, as the shipped configs do through _base_/mmlightbb_runtime.py) and of
+    mmlightbb's tools (``build_runner``: RecoverableRunner when the config names none); the model
+    is built (and refused) before any data is read."""
     from mmengine.config import Config
-    from mmengine.runner import Runner
+    from mmengine.registry import RUNNERS
+
+    from mmlightbb.engine import build_runner
     cfg_file = tmp_path / 'cfg.py'
     cfg_file.write_text(tiny_yolox_config(
         tiny_coco, dict(type='FasterNet', arch='t0', out_indices=(1, 2, 3)), [96, 192, 384]))
     cfg = Config.fromfile(str(cfg_file))
     cfg.work_dir = str(tmp_path / 'work')
     with pytest.raises(ChannelMismatchError) as e:
-        Runner.from_cfg(cfg)
+        if runner_type:
+            cfg.runner_type = runner_type
+            RUNNERS.build(cfg)
+        else:
+            build_runner(cfg)
     msg = str(e.value)
     assert 'channels [80, 160, 320]' in msg and 'in_channels [96, 192, 384]' in msg
 
 
-def test_neck_check_covers_channel_mapper_neck_lists_and_either_order():
+def test_neck_check_covers_channel_mapper_and_neck_lists():
     from mmdet.models.necks import FPN, ChannelMapper
     backbone = FasterNet('t2', out_indices=(1, 2, 3))  # [192, 384, 768]
     holder = nn.Module()
     holder.backbone = backbone
+    holder.neck = ChannelMapper([96, 192, 384], 8)  # assigning checks nothing (stock torch)
     with pytest.raises(ChannelMismatchError, match=r'ChannelMapper expects .*\[96, 192') as e:
-        holder.neck = ChannelMapper([96, 192, 384], 8)
+        check_backbone_neck_channels(holder)
     assert 'model.backbone.out_indices=(0, 1, 2)' in str(e.value)  # those stages fit the neck
+    holder.neck = nn.Sequential(FPN([1, 2, 3], 8, 3), nn.Identity())
     with pytest.raises(ChannelMismatchError, match=r'FPN expects in_channels \[1, 2, 3\]'):
-        holder.neck = nn.Sequential(FPN([1, 2, 3], 8, 3), nn.Identity())
+        check_backbone_neck_channels(holder)
     holder.neck = ChannelMapper([192, 384, 768], 8)  # matching: accepted
+    check_backbone_neck_channels(holder)
 
-    neck_first = nn.Module()
+    neck_first = nn.Module()  # the order the modules were put in place does not matter
     neck_first.neck = FPN([1, 2, 3], 8, 3)
-    with pytest.raises(ChannelMismatchError, match='FasterNet'):
-        neck_first.backbone = backbone
-    # the same check as a function, for models assembled some other way
-    neck_first._modules['backbone'] = backbone
-    with pytest.raises(ChannelMismatchError, match=r'channels \[192, 384, 768\]'):
+    neck_first.backbone = backbone
+    with pytest.raises(ChannelMismatchError, match=r'FasterNet.*channels \[192, 384, 768\]'):
         check_backbone_neck_channels(neck_first)
     # a backbone that does not list its channels (mmdet's own, or a bare conv) is not judged
     plain = nn.Module()
