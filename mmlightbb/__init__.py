@@ -1,14 +1,12 @@
 """mmlightbb: lightweight and large-kernel CNN backbones for MMDetection 3.x.
 
-``import mmlightbb`` (or ``custom_imports=dict(imports=['mmlightbb'])`` in a config) registers the
-package's backbones, datasets, transforms and hooks in mmdet's registries and applies the changes
-to torch and mmengine that :mod:`mmlightbb.engine.patches` lists (safe checkpoint loading, atomic
-checkpoint writes, the backbone/neck channel check, ...).
+``import mmlightbb`` (or ``custom_imports=dict(imports=['mmlightbb'])`` in a config) registers new
+names only: the backbones in mmdet's ``MODELS``, ``SonarDataset`` and its transforms, the hooks,
+``AutocastTestLoop``, ``RecoverableRunner``, the ``'atomic_local'`` file backend and the
+``mmlightbb://`` checkpoint scheme. Nothing that existed in torch, mmengine, mmcv or mmdet is
+changed; a config selects what it wants (``configs/_base_/mmlightbb_runtime.py`` selects all).
 """
 from . import datasets, engine, models  # noqa: F401  (importing registers the modules)
-from .engine.patches import apply_all
 from .version import __version__
-
-apply_all()
 
 __all__ = ['__version__']

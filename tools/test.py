@@ -3,8 +3,9 @@
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out results.pkl] [--show-dir DIR]
         [--precision fp32|bf16|fp16] [--backend pytorch|onnxruntime|openvino]
 
-``--precision bf16`` runs the test loop under bf16 autocast on CPUs with avx512_bf16/amx_bf16
-(elsewhere fp32, with a warning); ``fp16`` is CUDA only (mmengine's TestLoop ``fp16``).
+``--precision bf16`` tests with ``AutocastTestLoop``: backbone, neck and heads under bf16 autocast
+on CPUs with avx512_bf16/amx_bf16 (elsewhere fp32, with a warning) and on CUDA, post-processing
+in fp32; ``fp16`` is CUDA only.
 ``--backend onnxruntime|openvino`` (YOLOX) evaluates the deployed file instead of PyTorch: the
 detector is exported with box decoding and NMS in the graph (``tools/export.py --with-nms``) at the
 config's test scale into a temporary folder, and the test loop (batch 1) takes its predictions from
@@ -17,18 +18,16 @@ import tempfile
 
 import torch
 from mmengine.evaluator import DumpResults
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
 
-import mmlightbb  # noqa: F401  (registers backbones, datasets and the safe checkpoint loader)
+import mmlightbb  # noqa: F401  (registers backbones, datasets, the test loop and the runner)
 from mmlightbb.analysis.benchmark import RUNTIME_PRECISIONS
 from mmlightbb.analysis.export import (ExportError, build_for_export, export_with_nms,
                                        exported_predictions, input_shape)
 from mmlightbb.datasets.sonar import UnreadableImageError
 from mmlightbb.engine import CheckpointFormatError, UnsafeCheckpointError
 from mmlightbb.engine.config import add_runner_args, config_from_args
-from mmlightbb.engine.precision import (fp32_predictions, resolve_test_precision,
-                                        set_test_autocast)
+from mmlightbb.engine.precision import resolve_precision, use_autocast_test_loop
+from mmlightbb.engine.runner import build_runner
 from mmlightbb.models.neck_check import ChannelMismatchError
 
 
@@ -53,12 +52,11 @@ def parse_args():
 
 
 def set_test_precision(cfg, precision: str) -> str:
-    """Turn on mmengine's TestLoop autocast (``test_cfg.fp16``: fp16 on CUDA, bf16 on CPU) for
-    the precision that runs here; returns it."""
+    """Test in the precision that runs here (``AutocastTestLoop`` unless fp32); returns it."""
     device = 'cuda' if torch.cuda.is_available() else 'cpu'
     try:
-        ran, note = resolve_test_precision(precision, device)
-        set_test_autocast(cfg, ran)
+        ran, note = resolve_precision(precision, device, warn=False)
+        use_autocast_test_loop(cfg, ran)
     except ValueError as err:
         raise SystemExit(f'error: {err}') from None
     if ran != precision:
@@ -109,13 +107,11 @@ def main():
     # one line instead of a traceback for what the user can fix: missing data, an unreadable
     # image, a broken or unsafe checkpoint, a neck that does not fit the backbone
     try:
-        runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+        runner = build_runner(cfg)
         if args.out is not None:
             runner.test_evaluator.metrics.append(DumpResults(out_file_path=args.out))
         with contextlib.ExitStack() as stack:
-            if args.backend == 'pytorch':
-                stack.enter_context(fp32_predictions(runner.model))  # a no-op in fp32
-            else:
+            if args.backend != 'pytorch':
                 path = export_for_test(args, cfg, stack.enter_context(tempfile.TemporaryDirectory(
                     prefix='mmlightbb-test-')))
                 stack.enter_context(exported_predictions(

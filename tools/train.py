@@ -1,4 +1,6 @@
-"""Train a detector: mmdet's tools/train.py with mmlightbb registered and safe checkpoint loading.
+"""Train a detector: mmdet's tools/train.py with mmlightbb registered; a config that names no
+``runner_type`` trains with ``RecoverableRunner`` (safe loading, atomic checkpoints, exact
+resumption, the backbone/neck channel check: mmlightbb.engine.runner).
 
     python tools/train.py configs/yolox_cspconvnext.py [--work-dir DIR] [--resume [CKPT]] [--amp]
     tools/dist_train.sh configs/yolox_cspconvnext.py NUM_PROCS [args]   # --launcher pytorch
@@ -13,16 +15,16 @@ import logging
 import torch
 from mmengine.config import Config
 from mmengine.logging import print_log
-from mmengine.registry import MODEL_WRAPPERS, RUNNERS
-from mmengine.runner import Runner
+from mmengine.registry import MODEL_WRAPPERS
 from torch.nn.parallel import DistributedDataParallel
 
-import mmlightbb  # noqa: F401  (registers backbones, datasets, hooks and safe checkpoint I/O)
+import mmlightbb  # noqa: F401  (registers backbones, datasets, hooks, loops and the runner)
 from mmlightbb.datasets.sonar import UnreadableImageError
 from mmlightbb.engine import (CheckpointFormatError, NonFiniteLossError, UnsafeCheckpointError,
                               find_resume_checkpoint, raise_if_weights_nonfinite)
 from mmlightbb.engine.config import add_runner_args, config_from_args
 from mmlightbb.engine.precision import resolve_precision
+from mmlightbb.engine.runner import build_runner
 from mmlightbb.models.neck_check import ChannelMismatchError
 
 
@@ -117,7 +119,7 @@ def main():
     try:
         cfg = build_train_config(args)
         setup_cpu_distributed(cfg)
-        runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+        runner = build_runner(cfg)
         try:
             runner.train()
         except Exception as err:

@@ -2,7 +2,8 @@
 # LR step after epoch 3 = 12 effective epochs; 11-point VOC2007 AP).
 _base_ = [
     'mmdet::_base_/models/cascade-rcnn_r50_fpn.py', 'mmdet::_base_/datasets/voc0712.py',
-    'mmdet::_base_/schedules/schedule_1x.py', 'mmdet::_base_/default_runtime.py'
+    'mmdet::_base_/schedules/schedule_1x.py', 'mmdet::_base_/default_runtime.py',
+    './mmlightbb_runtime.py'
 ]
 model = dict(roi_head=dict(
     bbox_head=[dict(head, num_classes=20) for head in _base_.model.roi_head.bbox_head]))
@@ -12,10 +13,7 @@ param_scheduler = [
     dict(type='MultiStepLR', begin=0, end=4, by_epoch=True, milestones=[3], gamma=0.1),
 ]
 optim_wrapper = dict(optimizer=dict(lr=0.01))
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))
 # stop at the first NaN/inf loss (mmlightbb.engine); SyncBN only when distributed on GPUs
 custom_hooks = [dict(type='NonFiniteLossHook')]
 sync_bn = 'torch'
-# mmlightbb: backbones, SonarDataset, NonFiniteLossHook, atomic checkpoints
-custom_imports = dict(imports=['mmlightbb'], allow_failed_imports=False)
-# a seed makes --resume continue the same experiment bit for bit (mmlightbb.engine.randomness)
-randomness = dict(seed=0)

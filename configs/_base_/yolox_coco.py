@@ -1,9 +1,6 @@
 # mmdet's YOLOX-s recipe on COCO 2017 as it is (300 epochs): data/coco/.
-_base_ = 'mmdet::yolox/yolox_s_8xb8-300e_coco.py'
+_base_ = ['mmdet::yolox/yolox_s_8xb8-300e_coco.py', './mmlightbb_runtime.py']
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))
 # stop at the first NaN/inf loss (mmlightbb.engine); SyncBN only when distributed on GPUs
 custom_hooks = [*_base_.custom_hooks, dict(type='NonFiniteLossHook')]
 sync_bn = 'torch'
-# mmlightbb: backbones, SonarDataset, NonFiniteLossHook, atomic checkpoints
-custom_imports = dict(imports=['mmlightbb'], allow_failed_imports=False)
-# a seed makes --resume continue the same experiment bit for bit (mmlightbb.engine.randomness)
-randomness = dict(seed=0)

@@ -1,6 +1,6 @@
 # mmdet's YOLOX-s recipe shortened from 300 to 100 epochs (datasets of ~1k-16k images):
 # 5 warm-up epochs, cosine decay, the last 15 epochs without Mosaic/MixUp at a constant LR.
-_base_ = 'mmdet::yolox/yolox_s_8xb8-300e_coco.py'
+_base_ = ['mmdet::yolox/yolox_s_8xb8-300e_coco.py', './mmlightbb_runtime.py']
 
 max_epochs = 100
 num_last_epochs = 15
@@ -12,11 +12,8 @@ param_scheduler = [
     dict(type='ConstantLR', by_epoch=True, factor=1, begin=max_epochs - num_last_epochs,
          end=max_epochs),
 ]
-default_hooks = dict(checkpoint=dict(interval=10, max_keep_ckpts=3, save_best='pascal_voc/mAP'))
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook', interval=10, max_keep_ckpts=3,
+                                     save_best='pascal_voc/mAP'))
 # stop at the first NaN/inf loss (mmlightbb.engine); SyncBN only when distributed on GPUs
 custom_hooks = [*_base_.custom_hooks, dict(type='NonFiniteLossHook')]
 sync_bn = 'torch'
-# mmlightbb: backbones, SonarDataset, NonFiniteLossHook, atomic checkpoints
-custom_imports = dict(imports=['mmlightbb'], allow_failed_imports=False)
-# a seed makes --resume continue the same experiment bit for bit (mmlightbb.engine.randomness)
-randomness = dict(seed=0)

@@ -85,7 +85,8 @@ default_hooks = dict(
     timer=dict(type='IterTimerHook'),
     logger=dict(type='LoggerHook', interval=100),
     param_scheduler=dict(type='ParamSchedulerHook'),
-    checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=3, save_best='auto'),
+    checkpoint=dict(type='mmdet.AtomicCheckpointHook', interval=1, max_keep_ckpts=3,
+                    save_best='auto'),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='VisualizationHook', enable=False))
 custom_hooks = [dict(type='mmdet.NonFiniteLossHook')]
@@ -99,3 +100,5 @@ log_level = 'INFO'
 load_from = None
 resume = False
 randomness = dict(seed=0)  # exactly resumable (mmlightbb.engine.randomness)
+# safe loading, exact resumption (mmlightbb.engine.runner)
+runner_type = 'mmdet.RecoverableRunner'

@@ -304,8 +304,8 @@ def build_config(head: str, family: str, arch: str, data: dict, work_dir: str, e
     cfg.test_evaluator = _test_evaluator(data)
     cfg.test_cfg = dict(type='TestLoop')
     hooks = cfg.default_hooks
-    hooks.checkpoint = dict(type='CheckpointHook', interval=1, max_keep_ckpts=1, save_last=True,
-                            save_best=None)
+    hooks.checkpoint = dict(type='AtomicCheckpointHook', interval=1, max_keep_ckpts=1,
+                            save_last=True, save_best=None)
     hooks.logger = dict(type='LoggerHook', interval=5)
     custom = [h for h in cfg.get('custom_hooks', []) if h.get('type') != 'NonFiniteLossHook']
     cfg.custom_hooks = custom + [dict(type='NonFiniteLossHook')]
@@ -316,6 +316,7 @@ def build_config(head: str, family: str, arch: str, data: dict, work_dir: str, e
     cfg.visualizer.name = f'visualizer:{cfg.work_dir}'
     cfg.randomness = dict(seed=seed)
     cfg.custom_imports = dict(imports=['mmlightbb'], allow_failed_imports=False)
+    cfg.runner_type = 'RecoverableRunner'  # safe loading, exact resumption (mmlightbb.engine)
     cfg.default_scope = 'mmdet'
     cfg.resume = False
     cfg.load_from = None

@@ -2,10 +2,13 @@
 
 torch refuses to unpickle anything but tensors and plain containers unless the global is on an
 allow-list. A checkpoint written by mmengine's Runner also holds a few numpy objects and
-mmengine's ``HistoryBuffer`` (the message hub's log history). We allow exactly those, keep
+mmengine's ``HistoryBuffer`` (the message hub's log history). We allow exactly those, for the
+duration of one load (:func:`runner_checkpoint_loading`: ``RecoverableRunner``, the tools and
+:func:`safe_load` load through it; torch's process-wide allow-list is never changed), keep
 ``weights_only=True`` for every file, and turn torch's refusal into a message that names the
 offending global and says how to proceed when the file is trusted.
 """
+import contextlib
 import os
 import pickle
 import re
@@ -15,8 +18,8 @@ import numpy as np
 import torch
 from mmengine.logging.history_buffer import HistoryBuffer
 
-__all__ = ['RUNNER_CHECKPOINT_GLOBALS', 'safe_load', 'load_from_local', 'UnsafeCheckpointError',
-           'CheckpointFormatError']
+__all__ = ['RUNNER_CHECKPOINT_GLOBALS', 'safe_load', 'check_checkpoint_file',
+           'runner_checkpoint_loading', 'UnsafeCheckpointError', 'CheckpointFormatError']
 
 
 class UnsafeCheckpointError(pickle.UnpicklingError):
@@ -56,16 +59,14 @@ RUNNER_CHECKPOINT_GLOBALS = _numpy_globals() + [
     HistoryBuffer, (_history_buffer_statistic, 'builtins.getattr')]
 
 
-def safe_load(filename, map_location='cpu'):
-    """``torch.load(filename, weights_only=True)`` with clear errors for bad files.
+def check_checkpoint_file(filename) -> str:
+    """``filename`` as a path when it is a local file that can be a checkpoint.
 
     Raises:
         FileNotFoundError: the file does not exist.
-        CheckpointFormatError: the file is truncated or is not a PyTorch checkpoint.
-        UnsafeCheckpointError: unpickling would need a global outside the allow-list; nothing of the
-            file's code is executed.
+        CheckpointFormatError: the file is neither torch's zip format nor a pickle.
     """
-    filename = os.fspath(filename)
+    filename = os.path.expanduser(os.fspath(filename))
     if not os.path.isfile(filename):
         raise FileNotFoundError(
             f'checkpoint file not found: {filename!r}. Check the path (relative paths are resolved '
@@ -75,8 +76,28 @@ def safe_load(filename, map_location='cpu'):
             head = f.read(2)
         if not head.startswith(b'\x80'):  # neither torch's zip format nor a legacy pickle
             raise CheckpointFormatError(_format_message(filename, 'not a zip archive or pickle'))
+    return filename
+
+
+@contextlib.contextmanager
+def runner_checkpoint_loading(filename):
+    """The block loads ``filename`` with ``weights_only=True`` and the globals a Runner checkpoint
+    holds allowed (:data:`RUNNER_CHECKPOINT_GLOBALS`, for this block only), and fails in one line.
+
+    Local files are checked first (:func:`check_checkpoint_file`); other schemes (``http://``,
+    ``mmlightbb://``) are left to their loaders.
+
+    Raises:
+        UnsafeCheckpointError: unpickling would need a global outside the allow-list; nothing of
+            the file's code is executed.
+        CheckpointFormatError: the file is truncated or is not a PyTorch checkpoint.
+    """
+    filename = os.fspath(filename)
+    if '://' not in filename:
+        filename = check_checkpoint_file(filename)
     try:
-        return torch.load(filename, map_location=map_location, weights_only=True)
+        with torch.serialization.safe_globals(RUNNER_CHECKPOINT_GLOBALS):
+            yield
     except pickle.UnpicklingError as err:
         text = str(err)
         cause = err.__cause__ or err.__context__
@@ -94,8 +115,25 @@ def safe_load(filename, map_location='cpu'):
             'trust the file and know where it came from, convert it once with '
             '`torch.load(path, weights_only=False)` and save only its state_dict with '
             '`torch.save(state_dict, new_path)`, then use new_path.') from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as err:
+    except (EOFError, zipfile.BadZipFile) as err:
         raise CheckpointFormatError(_format_message(filename, err)) from None
+
+
+def safe_load(filename, map_location='cpu'):
+    """``torch.load(filename, weights_only=True)`` with a Runner checkpoint's globals allowed and
+    clear errors for bad files (see :func:`runner_checkpoint_loading`).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        CheckpointFormatError: the file is truncated or is not a PyTorch checkpoint.
+        UnsafeCheckpointError: unpickling would need a global outside the allow-list.
+    """
+    filename = check_checkpoint_file(filename)
+    with runner_checkpoint_loading(filename):
+        try:
+            return torch.load(filename, map_location=map_location, weights_only=True)
+        except (RuntimeError, ValueError) as err:  # torch's messages for a corrupt archive
+            raise CheckpointFormatError(_format_message(filename, err)) from None
 
 
 def _format_message(filename, err):
@@ -103,13 +141,3 @@ def _format_message(filename, err):
     detail = err if isinstance(err, str) else f'{type(err).__name__}: {str(err)[:200]}'
     return (f'{filename!r} ({size} bytes) is not a readable PyTorch checkpoint: it is truncated, '
             f'corrupt or another kind of file ({detail.strip()}). Download or copy it again.')
-
-
-def load_from_local(filename, map_location):
-    """mmengine's loader for local files, routed through :func:`safe_load`.
-
-    :mod:`mmlightbb.engine.patches` puts it in place of mmengine's own, so that ``load_from``,
-    ``--resume``, ``init_cfg`` and ``tools/test.py`` all read checkpoints with ``weights_only=True``
-    and clear errors.
-    """
-    return safe_load(os.path.expanduser(filename), map_location=map_location)

@@ -1,8 +1,11 @@
 """Hooks that keep an interrupted or diverging training run recoverable.
 
-* :class:`AtomicCheckpointHook` replaces mmengine's ``CheckpointHook`` (same name, same options):
-  the ``last_checkpoint`` pointer is replaced atomically and only after the checkpoint it names is
-  complete, and the oldest checkpoint is deleted only after the new one exists.
+* :class:`AtomicCheckpointHook` is mmengine's ``CheckpointHook`` (same options) that writes every
+  checkpoint through the ``'atomic_local'`` file backend, replaces the ``last_checkpoint`` pointer
+  atomically and only after the checkpoint it names is complete, and deletes the oldest checkpoint
+  only after the new one exists. Select it with
+  ``default_hooks.checkpoint.type='AtomicCheckpointHook'`` (``RecoverableRunner`` does so for a
+  stock ``CheckpointHook``).
 * :class:`NonFiniteLossHook` stops training at the first NaN/inf loss, before anything saves the
   broken weights, and says where the last good checkpoint is.
 """
@@ -13,22 +16,28 @@ from typing import List, Optional
 import torch
 from mmdet.registry import HOOKS as MMDET_HOOKS
 from mmengine.dist import all_reduce, is_main_process
+from mmengine.fileio import register_backend
 from mmengine.hooks import CheckpointHook, Hook
 
-from .fileio import atomic_write
+from .fileio import AtomicLocalBackend, atomic_write
 from .resume import CHECKPOINT_POINTER, last_complete_checkpoint
 
-__all__ = ['AtomicCheckpointHook', 'NonFiniteLossHook', 'NonFiniteLossError',
+__all__ = ['ATOMIC_BACKEND', 'AtomicCheckpointHook', 'NonFiniteLossHook', 'NonFiniteLossError',
            'nonfinite_parameters', 'raise_if_weights_nonfinite']
 
 
+# a new name in mmengine's file backends (the stock 'local' one stays as it is)
+ATOMIC_BACKEND = 'atomic_local'
+register_backend(ATOMIC_BACKEND, AtomicLocalBackend)
+
+
+@MMDET_HOOKS.register_module()
 class AtomicCheckpointHook(CheckpointHook):
     """mmengine's ``CheckpointHook`` that never leaves the work dir without a loadable checkpoint.
 
-    :mod:`mmlightbb.engine.patches` puts it under the name ``CheckpointHook`` in mmengine's root
-    registry, so every config (mmdet's ``default_hooks.checkpoint`` included) gets it once
-    ``mmlightbb`` is imported. Checkpoint files themselves are written atomically by
-    :class:`mmlightbb.engine.fileio.AtomicLocalBackend`. mmengine 0.10.7 additionally
+    Checkpoint files are written atomically by :class:`mmlightbb.engine.fileio.AtomicLocalBackend`
+    (the ``'atomic_local'`` backend, the default here when ``backend_args`` is not given and the
+    checkpoints go to a local folder). mmengine 0.10.7 additionally
 
     * deletes the oldest of ``max_keep_ckpts`` checkpoints *before* writing the new one: with
       ``max_keep_ckpts=1``, a kill while saving leaves no checkpoint at all;
@@ -40,6 +49,13 @@ class AtomicCheckpointHook(CheckpointHook):
     only leaves one extra file behind. Weights that are NaN/inf are never saved: the run stops
     with :class:`NonFiniteLossError` instead, so the last checkpoint is always one to resume from.
     """
+
+    def __init__(self, *args, backend_args=None, file_client_args=None, out_dir=None, **kwargs):
+        if backend_args is None and file_client_args is None and (
+                out_dir is None or '://' not in str(out_dir)):
+            backend_args = dict(backend=ATOMIC_BACKEND)
+        super().__init__(*args, backend_args=backend_args, file_client_args=file_client_args,
+                         out_dir=out_dir, **kwargs)
 
     def _refuse_nonfinite(self, runner, filename: str):
         bad = nonfinite_parameters(runner.model)

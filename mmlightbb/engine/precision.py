@@ -17,16 +17,20 @@ training and deployed form (``tests/test_precision.py``).
 import contextlib
 import functools
 import warnings
-from typing import Tuple
+from typing import List, Tuple
 
 import torch
+from mmdet.registry import LOOPS
+from mmengine.model import is_model_wrapper
 from mmengine.optim import OptimWrapper
 from mmengine.registry import OPTIM_WRAPPERS
-from mmengine.structures import BaseDataElement
+from mmengine.runner import TestLoop
+from torch import nn
 
 __all__ = ['PRECISIONS', 'AUTOCAST_DTYPES', 'cpu_bf16_support', 'resolve_precision',
-           'autocast_context', 'resolve_test_precision', 'set_test_autocast', 'replaced_test_step',
-           'fp32_predictions', 'CPUBF16OptimWrapper']
+           'autocast_context', 'compute_modules', 'autocast_compute',
+           'AutocastTestLoop', 'use_autocast_test_loop', 'replaced_test_step',
+           'CPUBF16OptimWrapper']
 
 PRECISIONS = ('fp32', 'bf16', 'fp16')
 AUTOCAST_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
@@ -96,26 +100,105 @@ def autocast_context(precision: str, device: str = 'cpu'):
     return torch.autocast(device, dtype=AUTOCAST_DTYPES[precision])
 
 
-def resolve_test_precision(precision: str, device: str = 'cpu') -> Tuple[str, str]:
-    """:func:`resolve_precision` for mmengine's ``TestLoop``, whose autocast is bf16 on CPU and
-    fp16 on CUDA: bf16 on CUDA raises ValueError (as fp16 on CPU does)."""
-    if precision == 'bf16' and device == 'cuda':
-        raise ValueError("bf16 testing is the CPU path (mmengine's TestLoop autocasts CUDA to "
-                         'fp16); use --precision fp16 on CUDA')
-    return resolve_precision(precision, device, warn=False)
+def compute_modules(model: nn.Module) -> List[nn.Module]:
+    """The parts of a detector that compute on images and feature maps: backbone, neck, the dense
+    heads' forward and an RoI head's bbox/mask heads; the model itself when it has no backbone.
+    What is left (pre-processing, box decoding, NMS, RoIAlign) is post-processing."""
+    if not isinstance(getattr(model, 'backbone', None), nn.Module):
+        return [model]
+    modules = [getattr(model, name) for name in ('backbone', 'neck', 'bbox_head', 'rpn_head')
+               if isinstance(getattr(model, name, None), nn.Module)]
+    roi_head = getattr(model, 'roi_head', None)
+    for name in ('bbox_head', 'mask_head'):
+        head = getattr(roi_head, name, None)
+        if isinstance(head, nn.ModuleList):  # Cascade R-CNN: one head per stage
+            modules.extend(head)
+        elif isinstance(head, nn.Module):
+            modules.append(head)
+    return modules
 
 
-def set_test_autocast(cfg, precision: str):
-    """Turn on mmengine's TestLoop autocast (``test_cfg.fp16``) in ``cfg`` for a precision from
-    :func:`resolve_test_precision`; fp32 leaves ``cfg`` as it is. ValueError for another loop."""
+def _to_fp32(value):
+    if isinstance(value, torch.Tensor):
+        return value.float() if value.is_floating_point() else value
+    if isinstance(value, (list, tuple)):
+        converted = [_to_fp32(v) for v in value]
+        return type(value)(converted) if type(value) in (list, tuple) else converted
+    if isinstance(value, dict):
+        return {k: _to_fp32(v) for k, v in value.items()}
+    return value
+
+
+@contextlib.contextmanager
+def autocast_compute(model: nn.Module, precision: str, device: str = 'cpu'):
+    """Within the block the :func:`compute_modules` of ``model`` run under autocast in
+    ``precision`` and hand fp32 outputs on; post-processing runs in fp32.
+
+    mmcv's CPU kernels of NMS and RoIAlign take fp32 only, and the metrics take fp32 boxes, so a
+    whole ``test_step`` under autocast fails on CPU; here only the modules that compute are cast.
+    ``fp32``: nothing changes. The hooks are removed when the block ends.
+    """
+    if precision == 'fp32':
+        yield model
+        return
+    dtype = AUTOCAST_DTYPES[precision]
+    active = []
+
+    def enter(module, args):
+        context = torch.autocast(device, dtype=dtype)
+        context.__enter__()
+        active.append(context)
+
+    def leave(module, args, output):
+        active.pop().__exit__(None, None, None)
+        return _to_fp32(output)
+
+    handles = []
+    for module in compute_modules(model):
+        handles.append(module.register_forward_pre_hook(enter))
+        handles.append(module.register_forward_hook(leave))
+    try:
+        yield model
+    finally:
+        for handle in handles:
+            handle.remove()
+        while active:  # a forward that raised left its autocast open
+            active.pop().__exit__(None, None, None)
+
+
+@LOOPS.register_module()
+class AutocastTestLoop(TestLoop):
+    """mmengine's ``TestLoop`` that runs the detector's backbone, neck and heads under autocast in
+    ``precision`` (``'bf16'``: CPUs with avx512_bf16/amx_bf16 and CUDA; ``'fp16'``: CUDA) and the
+    post-processing in fp32 (:func:`autocast_compute`). Select it with
+    ``test_cfg=dict(type='AutocastTestLoop', precision='bf16')`` (``tools/test.py --precision``
+    does)."""
+
+    def __init__(self, runner, dataloader, evaluator, precision: str = 'bf16'):
+        if precision not in AUTOCAST_DTYPES:
+            raise ValueError(f"AutocastTestLoop: precision must be one of "
+                             f"{', '.join(AUTOCAST_DTYPES)}, got {precision!r}")
+        super().__init__(runner, dataloader, evaluator)
+        self.precision = precision
+
+    def run(self) -> dict:
+        model = self.runner.model
+        model = model.module if is_model_wrapper(model) else model
+        device = next(model.parameters()).device.type
+        with autocast_compute(model, self.precision, device):
+            return super().run()
+
+
+def use_autocast_test_loop(cfg, precision: str) -> None:
+    """Test ``cfg`` in ``precision`` (as :func:`resolve_precision` resolved it) with
+    :class:`AutocastTestLoop`; fp32 leaves ``cfg`` as it is. ValueError for another loop."""
     if precision == 'fp32':
         return
     loop = cfg.get('test_cfg') or dict(type='TestLoop')
-    if str(loop.get('type', 'TestLoop')).split('.')[-1] != 'TestLoop':
+    if str(loop.get('type', 'TestLoop')).split('.')[-1] not in ('TestLoop', 'AutocastTestLoop'):
         raise ValueError(f"--precision {precision} needs test_cfg type 'TestLoop', got "
                          f"{loop.get('type')!r}")
-    loop['fp16'] = True
-    cfg.test_cfg = loop
+    cfg.test_cfg = dict(type='AutocastTestLoop', precision=precision)
 
 
 @contextlib.contextmanager
@@ -131,33 +214,6 @@ def replaced_test_step(model, test_step):
             del model.test_step  # the class's test_step again
         else:
             model.test_step = own
-
-
-def fp32_predictions(model):
-    """Within the block (a context manager) ``model.test_step`` hands the evaluator fp32
-    predictions: under autocast the boxes and scores come out bf16/fp16, which the metrics'
-    ``.numpy()`` cannot take ("Got unsupported ScalarType BFloat16"). Only this model instance is
-    changed, and only inside the block (a deep copy made inside would still call this instance's
-    test_step)."""
-    test_step = model.test_step
-
-    def to_fp32(element):
-        for key, value in list(element.items()):
-            if isinstance(value, BaseDataElement):
-                to_fp32(value)
-            elif (isinstance(value, torch.Tensor) and value.is_floating_point()
-                  and value.dtype != torch.float32):
-                element.set_field(value.float(), key,
-                                  field_type='metainfo' if key in element.metainfo_keys()
-                                  else 'data')
-
-    def wrapped(data):
-        outputs = test_step(data)
-        for sample in outputs:
-            if isinstance(sample, BaseDataElement):
-                to_fp32(sample)
-        return outputs
-    return replaced_test_step(model, wrapped)
 
 
 @OPTIM_WRAPPERS.register_module()

@@ -49,10 +49,10 @@ The design: reseed at fixed points, keyed by position, instead of saving generat
 
 Active only when the config sets ``randomness.seed``; otherwise the Runner trains as stock
 mmengine does and logs one line at train start saying how to make the run exactly resumable.
-Installed by :mod:`mmlightbb.engine.patches`: it wraps ``Runner.build_train_loop`` (the first
-thing ``Runner.train`` does) to build the train loader exactly as the loop would, seed it before
-anything iterates it (``IterBasedTrainLoop`` does in its constructor) and add
-:class:`ExactResumeHook`. Covers mmengine's ``Runner`` and its subclasses, epoch- and
+Selected with ``runner_type='RecoverableRunner'`` (:mod:`mmlightbb.engine.runner`), whose
+``build_train_loop`` (the first thing ``Runner.train`` does) calls :func:`prepare_exact_resumption`
+to build the train loader exactly as the loop would, seed it before anything iterates it
+(``IterBasedTrainLoop`` does in its constructor) and add :class:`ExactResumeHook`. Covers mmengine's ``Runner`` and its subclasses, epoch- and
 iteration-based loops, map-style datasets, any number of processes. Not covered: transforms that
 draw from their own generators (``np.random.default_rng()`` without a seed) or keep state across
 samples (mmdet's ``CachedMosaic``/``CachedMixUp``), randomness in a custom ``collate_fn``, iterable
@@ -72,11 +72,10 @@ from mmengine.dist import get_rank
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
-from mmengine.runner import BaseLoop
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 __all__ = ['CHECKPOINT_KEY', 'NOT_RESUMABLE_MESSAGE', 'ExactResumeHook', 'SeededIndex',
-           'derive_seed', 'seed_main_process', 'install_seeded_loading', 'wrap_build_train_loop']
+           'derive_seed', 'seed_main_process', 'install_seeded_loading', 'prepare_exact_resumption']
 
 CHECKPOINT_KEY = 'mmlightbb_randomness'
 NOT_RESUMABLE_MESSAGE = (
@@ -275,8 +274,8 @@ class ExactResumeHook(Hook):
     """Reseeds the main process per epoch and iteration, starts each epoch's sample keys, and
     saves/restores batch-augment sizes (see the module docstring).
 
-    Added by the patched ``Runner.build_train_loop`` when the config sets ``randomness.seed``,
-    with the state that the train loader's indices are tagged from.
+    Added by :func:`prepare_exact_resumption` when the config sets ``randomness.seed``, with the
+    state that the train loader's indices are tagged from.
     """
 
     priority = 'HIGHEST'  # reseed before any other hook draws in the same stage
@@ -319,28 +318,22 @@ class ExactResumeHook(Hook):
                 module._input_size = None if size is None else tuple(size)
 
 
-def wrap_build_train_loop(build):
-    """``Runner.build_train_loop`` that, when the config sets ``randomness.seed``, first builds the
-    train loader exactly as the loop would, seeds its samples and adds :class:`ExactResumeHook`,
-    so that nothing iterates the loader unseeded (``IterBasedTrainLoop`` starts iterating in its
-    constructor). Without a seed it logs :data:`NOT_RESUMABLE_MESSAGE` and changes nothing."""
-
-    @functools.wraps(build)
-    def build_train_loop(self, loop):
-        if isinstance(loop, BaseLoop) or any(isinstance(h, ExactResumeHook) for h in self._hooks):
-            return build(self, loop)
-        randomness = self._randomness_cfg or {}
-        if randomness.get('seed') is None:
-            self.logger.info(NOT_RESUMABLE_MESSAGE)
-            return build(self, loop)
-        if isinstance(self._train_dataloader, dict):  # BaseLoop.__init__'s call, made first
-            self._train_dataloader = self.build_dataloader(
-                self._train_dataloader, seed=self.seed,
-                diff_rank_seed=randomness.get('diff_rank_seed', False))
-        state = _SeedState(self.seed, get_rank(), 0)
-        problem = install_seeded_loading(self._train_dataloader, state)
-        self.register_hook(ExactResumeHook(state, problem))
-        return build(self, loop)
-
-    build_train_loop.__wrapped__ = build
-    return build_train_loop
+def prepare_exact_resumption(runner) -> None:
+    """Before ``runner`` builds its train loop: when the config sets ``randomness.seed``, build
+    the train loader exactly as the loop would, seed its samples and add
+    :class:`ExactResumeHook`, so that nothing iterates the loader unseeded
+    (``IterBasedTrainLoop`` starts iterating in its constructor). Without a seed it logs
+    :data:`NOT_RESUMABLE_MESSAGE` and changes nothing. Idempotent."""
+    if any(isinstance(hook, ExactResumeHook) for hook in runner._hooks):
+        return
+    randomness = runner._randomness_cfg or {}
+    if randomness.get('seed') is None:
+        runner.logger.info(NOT_RESUMABLE_MESSAGE)
+        return
+    if isinstance(runner._train_dataloader, dict):  # BaseLoop.__init__'s call, made first
+        runner._train_dataloader = runner.build_dataloader(
+            runner._train_dataloader, seed=runner.seed,
+            diff_rank_seed=randomness.get('diff_rank_seed', False))
+    state = _SeedState(runner.seed, get_rank(), 0)
+    problem = install_seeded_loading(runner._train_dataloader, state)
+    runner.register_hook(ExactResumeHook(state, problem))

@@ -6,20 +6,17 @@ the usual cause is a config edit (another ``arch`` or ``out_indices``) that did 
 ``model.neck.in_channels``. :func:`check_backbone_neck_channels` compares the two lists and names
 both and the fix.
 
-It has to run however the detector is built: by our tools, by mmdet's own ``tools/train.py``
-(``Runner`` -> ``MODELS.build(cfg.model)``) or by user code. Every mmdet detector assigns
-``self.backbone`` and ``self.neck`` in ``__init__``, so :func:`on_submodule_registered` is a torch
-module-registration hook (public API, called on every ``parent.name = submodule``) that runs the
-check the moment a module holds both; :mod:`mmlightbb.engine.patches` installs it. Stock detector
-classes and mmengine's registries are left as they are. Backbones without an ``out_channels`` list (mmdet's
-own) and necks without an ``in_channels`` list are skipped.
+It runs on the built model: in ``RecoverableRunner.build_model`` (mmdet's own ``tools/train.py``
+with a config that names that runner, and mmlightbb's tools) and where mmlightbb's analysis tools
+build a detector. Backbones without an ``out_channels`` list (mmdet's own) and necks without an
+``in_channels`` list are skipped.
 """
 from typing import List, Optional
 
 from mmdet.models.necks import ChannelMapper
 from torch import nn
 
-__all__ = ['ChannelMismatchError', 'check_backbone_neck_channels', 'on_submodule_registered']
+__all__ = ['ChannelMismatchError', 'check_backbone_neck_channels']
 
 class ChannelMismatchError(ValueError):
     """A neck's ``in_channels`` differ from the channels its backbone returns."""
@@ -77,20 +74,8 @@ def check_backbone_neck_channels(model: nn.Module) -> None:
     """Raise :class:`ChannelMismatchError` naming both lists when ``model.neck`` cannot take
     ``model.backbone``'s maps; do nothing when either is absent or does not state its channels.
 
-    The hook :func:`on_submodule_registered` runs this on every assignment;
-    call it directly for a model whose submodules were put in place without ``setattr``.
     """
     backbone = getattr(model, 'backbone', None)
     neck = getattr(model, 'neck', None)
     if isinstance(backbone, nn.Module) and isinstance(neck, nn.Module):
         _check(backbone, neck, type(model).__name__)
-
-
-def on_submodule_registered(parent: nn.Module, name: str, submodule) -> None:
-    if name not in ('backbone', 'neck') or not isinstance(submodule, nn.Module):
-        return
-    other = parent._modules.get('neck' if name == 'backbone' else 'backbone')
-    if other is None:
-        return
-    backbone, neck = (submodule, other) if name == 'backbone' else (other, submodule)
-    _check(backbone, neck, type(parent).__name__)

@@ -7,7 +7,7 @@ import os
 import os.path as osp
 from typing import Dict, List, Optional, Sequence
 
-from ...engine.precision import PRECISIONS, resolve_test_precision
+from ...engine.precision import PRECISIONS, resolve_precision
 from ...models.pretrained import get_weights
 from .. import detector_configs as dc
 from ..benchmark.settings import BACKENDS, RUNTIME_PRECISIONS
@@ -149,7 +149,7 @@ def check_precision_and_backends(precision: str, backends: Sequence[str], device
             raise ComparisonError(f'unknown backend {backend!r}; valid backends are '
                                   f'{list(BACKENDS)} (--backends)')
     try:
-        ran, note = resolve_test_precision(precision, device)
+        ran, note = resolve_precision(precision, device, warn=False)
     except ValueError as err:
         raise ComparisonError(f'--precision {precision}: {err}') from None
     runtimes = [b for b in dict.fromkeys(backends) if b != 'pytorch']

@@ -8,8 +8,6 @@ class LayerNorm2d(nn.LayerNorm):
     """LayerNorm over the channel dim of an NCHW tensor (ConvNeXt's ``channels_first`` LayerNorm).
 
     Same parameters (``weight``, ``bias``) as ``nn.LayerNorm(C)``, so official keys load as they are.
-    Named ``LN2d`` in mmengine's registry (:mod:`mmlightbb.engine.patches`), so
-    ``build_norm_layer(dict(type='LN2d', eps=1e-6), C)`` works.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
