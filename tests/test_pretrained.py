@@ -22,8 +22,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-import mmlightbb  # noqa: F401  (applies the patches: the scheme is registered)
-from mmlightbb.engine import PretrainedWeightsError, patches
+import mmlightbb  # noqa: F401  (registers the mmlightbb:// scheme)
+from mmlightbb.engine import PretrainedWeightsError
 from mmlightbb.engine.downloads import SCHEME, load_from_mmlightbb
 from mmlightbb.models import pretrained as table
 from mmlightbb.models.backbones import BACKBONES, FasterNet
@@ -174,17 +174,16 @@ def test_shipped_detector_configs_load_the_official_weights_of_their_backbone():
 
 
 # ------------------------------------------------------------------------- scheme and loader
-def test_scheme_is_a_patch_that_undo_removes():
-    from mmengine.runner.checkpoint import CheckpointLoader
-    (patch, ) = [p for p in patches.PATCHES if SCHEME in p.name]
-    assert patch.applied
-    assert CheckpointLoader._schemes[SCHEME] is load_from_mmlightbb
-    patches.undo_all()
-    try:
-        assert SCHEME not in CheckpointLoader._schemes
-    finally:
-        patches.apply_all()
-    assert CheckpointLoader._schemes[SCHEME] is load_from_mmlightbb
+def test_scheme_is_a_new_name_beside_mmengines_own():
+    """``import mmlightbb`` adds the scheme through ``CheckpointLoader.register_scheme``; every
+    scheme mmengine had (local files, http://, ...) is still mmengine's own loader."""
+    from mmengine.runner import checkpoint
+    schemes = checkpoint.CheckpointLoader._schemes
+    assert schemes[SCHEME] is load_from_mmlightbb
+    assert schemes[''] is checkpoint.load_from_local
+    stock = {prefix: loader for prefix, loader in schemes.items() if prefix != SCHEME}
+    assert len(stock) >= 5 and all(loader.__module__ == checkpoint.__name__
+                                   for loader in stock.values()), stock
 
 
 def test_init_cfg_name_downloads_once_checks_and_loads_with_the_key_report(
