@@ -73,19 +73,23 @@ def time_fn(fn: Callable[[], object], iters: int, warmup: int, device: str = 'cp
 
 def time_interleaved(fns: Dict[str, Callable[[], object]], iters: int,
                      warmup: int = 1) -> Dict[str, List[float]]:
-    """Time several sides alternately (A, B, C, A, B, C, ...): load from elsewhere on a shared
-    machine then hits every side alike, so their ratios hold when absolute times do not.
+    """Time several sides alternately, the order reversed every other round (A, B, C, C, B, A,
+    A, ...): load from elsewhere on a shared machine then hits every side alike, so their ratios
+    hold when absolute times do not. Reversing matters on a busy CPU: a side that always ran
+    right after a long one would start with the process's time slice used up (measured with a
+    CPU-burning neighbour on 2 cores: a 2x latency ratio read 1.4-1.8x in a fixed order, 1.9-2.0x
+    reversed).
 
     Each side runs ``warmup`` times (discarded), then ``iters`` timed rounds; returns each side's
-    latencies in ms, under ``torch.no_grad()``.
+    latencies in ms (round i of every side at index i), under ``torch.no_grad()``.
     """
     samples = {name: [] for name in fns}
     with torch.no_grad():
         for _ in range(warmup):
             for fn in fns.values():
                 fn()
-        for _ in range(iters):
-            for name, fn in fns.items():
+        for i in range(iters):
+            for name, fn in (list(fns.items())[::-1] if i % 2 else fns.items()):
                 start = time.perf_counter()
                 fn()
                 samples[name].append((time.perf_counter() - start) * 1000.0)
