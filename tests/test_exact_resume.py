@@ -12,8 +12,11 @@ validation, ``randomness=dict(seed=0)``. The kills come from a test-only hook th
 process at a given iteration or right after a given epoch's checkpoint. ``OMP_NUM_THREADS=1`` in
 every run, as in test_training_reliability.py.
 
-One uninterrupted reference run (``num_workers=0``) serves every setting: with the patch the draws
-do not depend on ``num_workers`` or persistent workers, which the runs with 2 workers check too.
+Exact resumption is what ``RecoverableRunner`` adds (the shipped configs select it with
+``runner_type``; tools/train.py builds it); "stock" below is mmengine's own ``Runner``. One
+uninterrupted reference run (``num_workers=0``) serves every setting: with ``RecoverableRunner``
+the draws do not depend on ``num_workers`` or persistent workers, which the runs with 2 workers
+check too.
 
 Over 400 lines on purpose: every case shares that module-scoped reference run, so they stay in one
 module.
@@ -32,13 +35,14 @@ import pytest
 import torch
 from conftest import TINY_CLASSES, write_shapes_coco
 from torch import nn
+from mmengine.runner import Runner
 from torch.utils.data import DataLoader, Dataset
 
-import mmlightbb  # noqa: F401  (applies the patches, as every tool does)
-from mmlightbb.engine import safe_load
-from mmlightbb.engine.patches import PATCHES
+import mmlightbb  # noqa: F401  (registers the components the configs select)
+from mmlightbb.engine import RecoverableRunner, runner_checkpoint_loading, safe_load
 from mmlightbb.engine.randomness import (CHECKPOINT_KEY, NOT_RESUMABLE_MESSAGE, ExactResumeHook,
-                                         SeededIndex, _SeedState, install_seeded_loading)
+                                         SeededIndex, _SeedState, install_seeded_loading,
+                                         prepare_exact_resumption)
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 NUM_IMAGES, BATCH = 6, 2
@@ -72,21 +76,39 @@ class KillHook(Hook):
             os.kill(os.getpid(), signal.SIGKILL)
 """
 
-# tools/train.py with this module's patch undone: stock mmengine randomness
+# tools/train.py with mmengine's own Runner instead of the config's RecoverableRunner: stock
+# mmengine randomness. Stock mmengine 0.10.7 on torch >= 2.6 cannot --resume at all (its message
+# hub holds numpy scalars, refused by weights_only=True); so that the resumed run differs by its
+# randomness only, this Runner loads checkpoints as RecoverableRunner does, and changes nothing else
 STOCK_TRAIN = """
 import runpy
 import sys
 
-from mmlightbb.engine.patches import PATCHES
+from mmdet.registry import RUNNERS
+from mmengine.runner import Runner
 
-[patch.undo() for patch in PATCHES if 'exactly resumable' in patch.name]
-sys.argv = sys.argv[1:]
+from mmlightbb.engine import runner_checkpoint_loading
+
+
+@RUNNERS.register_module()
+class StockRandomnessRunner(Runner):
+    def load_checkpoint(self, filename, *args, **kwargs):
+        with runner_checkpoint_loading(filename):
+            return super().load_checkpoint(filename, *args, **kwargs)
+
+
+sys.argv = [*sys.argv[1:], '--cfg-options', 'runner_type=mmdet.StockRandomnessRunner']
 runpy.run_path(sys.argv[0], run_name='__main__')
 """
 
 
-def _patch():
-    return next(patch for patch in PATCHES if 'exactly resumable' in patch.name)
+class StockRandomnessRunner(Runner):
+    """mmengine's Runner that can resume on torch >= 2.6 (the loading of RecoverableRunner), with
+    stock mmengine randomness (see STOCK_TRAIN)."""
+
+    def load_checkpoint(self, filename, *args, **kwargs):
+        with runner_checkpoint_loading(filename):
+            return super().load_checkpoint(filename, *args, **kwargs)
 
 
 # ------------------------------------------------------------------------------ configs and runs
@@ -302,8 +324,8 @@ def test_yolox_killed_and_resumed_equals_uninterrupted_bitwise(workspace, yolox_
 
 
 def test_stock_mmengine_resumes_with_other_random_draws(workspace, tmp_path):
-    """The reason for the patch: with it undone (stock mmengine seeding), a run resumed from the
-    epoch-1 checkpoint ends epoch 2 with other weights than the uninterrupted run, although the
+    """The reason for RecoverableRunner's seeding: with mmengine's Runner (stock seeding), a run
+    resumed from the epoch-1 checkpoint ends epoch 2 with other weights than the uninterrupted run, although the
     code, data, seed and checkpoint are the same."""
     import shutil
     root, data = workspace
@@ -441,11 +463,12 @@ def test_seeded_index_is_an_int_that_survives_pickling():
     assert copy == 4 and copy.seed == 2**63 + 5 and [10, 11, 12, 13, 14][copy] == 14
 
 
-def _toy_runner(work_dir, seed, max_epochs=3, resume_from=None, iters=None, num_workers=0):
-    """A Runner with a tiny model that draws dropout masks, on DrawingDataset; iteration-based
-    with an InfiniteSampler and a checkpoint every 4 iterations when ``iters`` is given."""
+def _toy_runner(work_dir, seed, max_epochs=3, resume_from=None, iters=None, num_workers=0,
+                runner_cls=RecoverableRunner):
+    """A ``runner_cls`` with a tiny model that draws dropout masks, on DrawingDataset;
+    iteration-based with an InfiniteSampler and a checkpoint every 4 iterations when ``iters`` is
+    given."""
     from mmengine.model import BaseModel
-    from mmengine.runner import Runner
 
     class Toy(BaseModel):
         def __init__(self):
@@ -459,7 +482,7 @@ def _toy_runner(work_dir, seed, max_epochs=3, resume_from=None, iters=None, num_
 
     by_epoch = iters is None
     torch.manual_seed(0)  # the same initial weights in every run
-    return Runner(
+    return runner_cls(
         model=Toy(), work_dir=str(work_dir), experiment_name=f'toy_{uuid.uuid4().hex[:8]}',
         train_dataloader=dict(
             dataset=DrawingDataset(), batch_size=BATCH, num_workers=num_workers,
@@ -483,11 +506,12 @@ def _train(runner):
             candidate._shutdown_workers()
 
 
-def _toy_resume_matches(tmp_path):
+def _toy_resume_matches(tmp_path, runner_cls=RecoverableRunner):
     """Epoch-based, 3 epochs: uninterrupted vs. stopped after epoch 1 and resumed."""
-    _toy_runner(tmp_path / 'a', seed=0).train()
-    _toy_runner(tmp_path / 'b', seed=0, max_epochs=1).train()
-    _toy_runner(tmp_path / 'b', seed=0, resume_from=str(tmp_path / 'b/epoch_1.pth')).train()
+    _toy_runner(tmp_path / 'a', seed=0, runner_cls=runner_cls).train()
+    _toy_runner(tmp_path / 'b', seed=0, max_epochs=1, runner_cls=runner_cls).train()
+    _toy_runner(tmp_path / 'b', seed=0, resume_from=str(tmp_path / 'b/epoch_1.pth'),
+                runner_cls=runner_cls).train()
     a, b = (safe_load(tmp_path / d / 'epoch_3.pth')['state_dict'] for d in 'ab')
     return all(torch.equal(a[k], b[k]) for k in a)
 
@@ -496,13 +520,8 @@ def test_runner_with_seed_resumes_exactly_in_process(tmp_path):
     assert _toy_resume_matches(tmp_path)
 
 
-def test_runner_without_the_patch_does_not(tmp_path):
-    patch = _patch()
-    patch.undo()
-    try:
-        assert not _toy_resume_matches(tmp_path)
-    finally:
-        patch.apply()
+def test_stock_runner_with_seed_does_not(tmp_path):
+    assert not _toy_resume_matches(tmp_path, StockRandomnessRunner)
 
 
 @pytest.mark.parametrize('num_workers', [0, 2])
@@ -539,17 +558,22 @@ def test_with_seed_the_hook_and_seeded_loading_are_installed(tmp_path):
     assert CHECKPOINT_KEY in safe_load(tmp_path / 'epoch_1.pth')
 
 
-def test_patch_is_undoable_and_idempotent():
-    from mmengine.runner import Runner
-    patch = _patch()
-    stock = Runner.build_train_loop.__wrapped__
-    assert patch.applied and len(patch.why) > 40
-    patch.apply()
-    assert Runner.build_train_loop.__wrapped__ is stock
-    patch.undo()
-    patch.undo()
-    try:
-        assert Runner.build_train_loop is stock
-    finally:
-        patch.apply()
-    assert Runner.build_train_loop.__wrapped__ is stock
+def test_only_the_recoverable_runner_prepares_exact_resumption_once(tmp_path):
+    """What replaced the patch of ``Runner.build_train_loop``: mmengine's Runner is left as it is
+    (no hook, a plain loader), RecoverableRunner prepares the run once, however often asked."""
+    from torch.utils.data import DataLoader as TorchDataLoader
+    stock = _toy_runner(tmp_path / 'stock', seed=3, max_epochs=1, runner_cls=StockRandomnessRunner)
+    assert Runner.build_train_loop is not RecoverableRunner.build_train_loop
+    stock.train()
+    assert not any(isinstance(hook, ExactResumeHook) for hook in stock.hooks)
+    assert type(stock.train_dataloader) is TorchDataLoader
+    assert '__getitems__' not in vars(stock.train_dataloader.dataset)
+    assert CHECKPOINT_KEY not in safe_load(tmp_path / 'stock/epoch_1.pth')
+
+    runner = _toy_runner(tmp_path / 'ours', seed=3, max_epochs=1)
+    runner.train()
+    prepare_exact_resumption(runner)  # idempotent: still one hook, the same seeded loader
+    loader = runner.train_dataloader
+    prepare_exact_resumption(runner)
+    assert [type(h) for h in runner.hooks].count(ExactResumeHook) == 1
+    assert runner.train_dataloader is loader and type(loader) is not TorchDataLoader
