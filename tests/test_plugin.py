@@ -97,15 +97,20 @@ class _RunsCode:
 def test_checkpoint_with_arbitrary_callable_is_refused_and_runs_nothing(tmp_path):
     from mmengine.runner.checkpoint import CheckpointLoader
 
-    from mmlightbb.engine import UnsafeCheckpointError, safe_load
+    from mmlightbb.engine import UnsafeCheckpointError, runner_checkpoint_loading, safe_load
     marker = tmp_path / 'marker'
     path = tmp_path / 'evil.pth'
     torch.save({'state_dict': {'w': torch.zeros(1)}, 'meta': _RunsCode(str(marker))}, path)
     with pytest.raises(UnsafeCheckpointError, match=r'`exec`.*trust'):
         safe_load(path)
-    # the same refusal through mmengine's loader, which Runner (load_from / resume) and init_cfg use
+    # the same refusal through mmengine's loader, which Runner (load_from / resume) and init_cfg
+    # use: stock torch >= 2.6 loads with weights_only=True ...
     with pytest.raises(pickle.UnpicklingError, match=r'exec'):
         CheckpointLoader.load_checkpoint(str(path), map_location='cpu')
+    # ... and so does RecoverableRunner.load_checkpoint, its allow-list a Runner checkpoint's only
+    with pytest.raises(UnsafeCheckpointError, match=r'`exec`.*trust'):
+        with runner_checkpoint_loading(path):
+            CheckpointLoader.load_checkpoint(str(path), map_location='cpu')
     assert not marker.exists()
 
 
