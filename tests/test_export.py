@@ -3,9 +3,11 @@ exported deployed and NCHW to ONNX and OpenVINO IR, run in onnxruntime / OpenVIN
 with outputs equal to PyTorch's (relative 1e-4, measured ~1e-6); FasterNet's deployed block
 exported as convs (no GEMM layout); dynamic H/W; atomic writes; the CLI, and its one-line errors
 for an unknown format, a missing runtime package and a checkpoint that does not fit the config."""
+import contextlib
 import os
 import os.path as osp
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -94,6 +96,37 @@ def test_failed_export_leaves_no_file(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match='exporter crashed'):
         ex.export_onnx(module, torch.randn(1, 3, 32, 32), str(target))
     assert os.listdir(tmp_path) == ['old.onnx'] and target.read_bytes() == b'previous export'
+
+
+@pytest.mark.parametrize('fails', [False, True])
+def test_openvino_pair_is_replaced_together_or_not_at_all(fails, tmp_path, monkeypatch):
+    """The .bin and the .xml that reads it: both new, or (the writer failing after the .bin) both
+    old; the intermediate ONNX file and the temporary files never remain. OpenVINO itself is
+    stood in for: what is tested is the file handling."""
+    (tmp_path / 'm.xml').write_text('old xml')
+    (tmp_path / 'm.bin').write_text('old bin')
+
+    def fake_export_onnx(module, x, path, dynamic):
+        open(path, 'w').close()
+
+    def save_model(model, xml, compress_to_fp16):
+        assert xml.endswith('.xml') and not compress_to_fp16
+        with open(xml[:-4] + '.bin', 'w') as f:  # OpenVINO's rule: the .bin beside the .xml
+            f.write('new bin')
+        if fails:
+            raise RuntimeError('disk full')
+        with open(xml, 'w') as f:
+            f.write('new xml')
+
+    monkeypatch.setattr(ex, 'require', lambda package: SimpleNamespace(
+        convert_model=lambda path: path, save_model=save_model))
+    monkeypatch.setattr(ex, 'export_onnx', fake_export_onnx)
+    with (pytest.raises(RuntimeError, match='disk full') if fails else contextlib.nullcontext()):
+        ex.export_openvino(None, None, str(tmp_path / 'm.xml'))
+    assert sorted(os.listdir(tmp_path)) == ['m.bin', 'm.xml']
+    expected = 'old' if fails else 'new'
+    assert [(tmp_path / f).read_text() for f in ('m.bin', 'm.xml')] == [
+        f'{expected} bin', f'{expected} xml']
 
 
 def test_unknown_format_and_bad_paths(tmp_path):

@@ -172,12 +172,16 @@ def test_kill_while_saving_keeps_previous_checkpoint_and_pointer(four_images, tm
 
 
 def test_atomic_backend_failed_write_keeps_old_file(tmp_path, monkeypatch):
-    """mmengine's file I/O resolves local paths to the atomic backend; a write that fails midway
-    leaves the old content and no temporary file."""
-    from mmengine.fileio import get_file_backend
+    """The 'atomic_local' file backend (AtomicCheckpointHook's default for a local out_dir,
+    through mmengine's ``get_file_backend``): a write that fails midway leaves the old content and
+    no temporary file. mmengine's own 'local' backend stays the stock one."""
+    from mmengine.fileio import LocalBackend, get_file_backend
 
-    from mmlightbb.engine import AtomicLocalBackend
-    backend = get_file_backend(str(tmp_path / 'x.pth'))
+    from mmlightbb.engine import ATOMIC_BACKEND, AtomicCheckpointHook, AtomicLocalBackend
+    assert type(get_file_backend(str(tmp_path / 'x.pth'))) is LocalBackend
+    backend_args = AtomicCheckpointHook(interval=1).backend_args
+    assert backend_args == dict(backend=ATOMIC_BACKEND)
+    backend = get_file_backend(str(tmp_path / 'x.pth'), backend_args=backend_args)
     assert type(backend) is AtomicLocalBackend
     target = tmp_path / 'x.pth'
     backend.put(b'old', target)

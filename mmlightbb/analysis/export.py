@@ -1,6 +1,6 @@
 """Export a deployed detector or backbone to ONNX / OpenVINO IR, run it there, and check it.
 
-A little over 400 lines: the export, the runtimes that run it and the YOLOX post-processing graph
+About 400 lines: the export, the runtimes that run it and the YOLOX post-processing graph
 they evaluate (:class:`YOLOXDetections`, :func:`exported_predictions`) change together.
 
 What a runtime receives is the plain graph: the model is re-parameterised first
@@ -20,16 +20,15 @@ own graph optimisers choose their layouts; the GEMM layout measured 1.5x (ORT) a
   module fails in OpenVINO's tracer for RepLKNet-31B), saved with fp32 weights
   (``compress_to_fp16=False``).
 
-Files are written atomically: to a temporary name in the target folder, then renamed; a failed
-export leaves no file (nor a half-written one) under the target name. :func:`check_export` runs
-the file in its runtime (CPU, fp32: OpenVINO's CPU plugin would otherwise pick bf16 on CPUs that
-have it) and returns the max relative difference to PyTorch on the same input.
+Files are written atomically (:func:`~mmlightbb.engine.fileio.atomic_files`): a failed export
+leaves no file (nor a half-written one) under the target name. :func:`check_export` runs the file
+in its runtime (CPU, fp32: OpenVINO's CPU plugin would otherwise pick bf16 on CPUs that have it)
+and returns the max relative difference to PyTorch on the same input.
 """
 import copy
 import importlib
 import os
 import os.path as osp
-import tempfile
 from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -39,6 +38,7 @@ from mmengine.runner import load_checkpoint
 from mmengine.structures import InstanceData
 from torch import nn
 
+from ..engine.fileio import atomic_files
 from ..engine.precision import replaced_test_step
 from ..models.layers import set_cpu_channels_last
 from .benchmark.inputs import (build_detector, deploy_model, find_test_scale, flatten_outputs,
@@ -119,23 +119,6 @@ def prepare_for_export(model: nn.Module, backbone_only: bool = True, deploy: boo
     return _Outputs(model).eval()
 
 
-def _atomic_target(path: str) -> Tuple[str, str]:
-    folder = osp.dirname(osp.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    stem, ext = osp.splitext(osp.basename(path))
-    fd, tmp = tempfile.mkstemp(prefix=f'.{stem}.', suffix=f'.tmp{ext}', dir=folder)
-    os.close(fd)
-    return folder, tmp
-
-
-def _remove(*paths):
-    for p in paths:
-        try:
-            os.remove(p)
-        except OSError:
-            pass
-
-
 def export_onnx(module: nn.Module, x: torch.Tensor, path: str, dynamic: bool = False) -> str:
     """``module`` (from :func:`prepare_for_export`) to ONNX at ``path``, atomically."""
     require('onnx')
@@ -149,17 +132,12 @@ def export_onnx(module: nn.Module, x: torch.Tensor, path: str, dynamic: bool = F
             dims = [t.dim() for t in module(x)]
         axes.update({n: ({2: f'{n}_height', 3: f'{n}_width'} if d == 4 else {})
                      for n, d in zip(names, dims)})
-    _, tmp = _atomic_target(path)
-    try:
+    with atomic_files(path) as (tmp, ):
         torch.onnx.export(module, (x, ), tmp, dynamo=False, opset_version=OPSET,
                           input_names=['input'], output_names=names, dynamic_axes=axes,
                           do_constant_folding=True)
         import onnx
         onnx.checker.check_model(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        _remove(tmp)
-        raise
     return path
 
 
@@ -170,20 +148,15 @@ def export_openvino(module: nn.Module, x: torch.Tensor, path: str, dynamic: bool
     if not path.endswith('.xml'):
         raise ExportError(f'an OpenVINO IR path ends in .xml (the weights go beside it in .bin), '
                           f'got {path!r}')
-    folder, tmp_xml = _atomic_target(path)
-    tmp_bin = tmp_xml[:-4] + '.bin'
-    tmp_onnx = tmp_xml[:-4] + '.onnx'
-    try:
-        export_onnx(module, x, tmp_onnx, dynamic)
-        ov_model = ov.convert_model(tmp_onnx)
-        ov.save_model(ov_model, tmp_xml, compress_to_fp16=False)
-        os.replace(tmp_bin, path[:-4] + '.bin')
-        os.replace(tmp_xml, path)
-    except BaseException:
-        _remove(tmp_xml, tmp_bin)
-        raise
-    finally:
-        _remove(tmp_onnx)
+    # save_model writes the .bin beside the .xml it is given: the temporary names keep the pair
+    with atomic_files(path[:-4] + '.bin', path, keep_extension=True) as (_, tmp_xml):
+        tmp_onnx = tmp_xml[:-4] + '.onnx'
+        try:
+            export_onnx(module, x, tmp_onnx, dynamic)
+            ov.save_model(ov.convert_model(tmp_onnx), tmp_xml, compress_to_fp16=False)
+        finally:
+            if osp.exists(tmp_onnx):
+                os.remove(tmp_onnx)
     return path
 
 

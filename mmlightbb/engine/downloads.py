@@ -7,20 +7,23 @@ returns the cached file ``torch.hub.get_dir()/checkpoints/<file_name>`` or downl
 first, and reads it with :func:`.checkpoint.safe_load` (``weights_only=True``). The backbone's
 ``load_pretrained`` then converts the key layout and logs its key report.
 
-A download is written to a hidden temporary file in the cache folder and renamed into place only
-when it is complete (as many bytes as the server announced) and its sha256 matches the
-published one (where there is one): an interrupted, truncated or wrong download leaves nothing
-behind. In a multi-process run the first process of each machine downloads while the others
-wait. Every failure is one line (:class:`PretrainedWeightsError`) naming the URL, the file to
-place in the cache by hand and how to train from scratch instead. ``MMLIGHTBB_OFFLINE=1``
-forbids downloads (cached files are still used).
+A download is checked before it is kept: as many bytes as the server announced, and the sha256
+published for the file (where there is one); an interrupted, truncated or wrong download leaves
+nothing behind (:func:`.fileio.atomic_files`). ``torch.hub.download_url_to_file`` (temporary
+file, ``hash_prefix``, rename) is not used because it lacks what this module adds, its thin
+layer over ``urllib``: the length check (``http.client`` returns a body cut short by a closed
+connection as if it were complete, and torch.hub then keeps it, a corrupt cache entry when no
+sha256 is published), a timeout (torch.hub waits forever on a stalled server), one-line errors
+and an fsync before the rename. In a multi-process run the first process of each machine
+downloads while the others wait. Every failure is one line (:class:`PretrainedWeightsError`)
+naming the URL, the file to place in the cache by hand and how to train from scratch instead.
+``MMLIGHTBB_OFFLINE=1`` forbids downloads (cached files are still used).
 """
 import hashlib
 import http.client
 import os
 import os.path as osp
 import socket
-import tempfile
 import urllib.error
 import urllib.request
 from typing import Optional, Union
@@ -31,6 +34,7 @@ from mmengine.logging import print_log
 
 from ..models.pretrained import SCHEME, PretrainedWeights, get_weights, weights_name
 from .checkpoint import CheckpointFormatError, safe_load
+from .fileio import atomic_files
 
 __all__ = ['PretrainedWeightsError', 'OFFLINE_ENV', 'SCRATCH_HINT', 'cache_dir', 'cached_path',
            'fetch_weights', 'download_file', 'load_from_mmlightbb']
@@ -67,67 +71,51 @@ def download_file(url: str, dest: str, sha256: Optional[str] = None, timeout: fl
     """Download ``url`` to ``dest`` atomically; check its length and (optionally) its sha256.
 
     ``sha256`` may be the full hex digest or its leading digits. Raises
-    :class:`PretrainedWeightsError` (one line, ending in ``hint``) on any failure, after removing
-    the partial file; ``dest`` is never left half-written.
+    :class:`PretrainedWeightsError` (one line, ending in ``hint``) on any failure; ``dest`` is
+    never left half-written.
     """
-    folder = osp.dirname(osp.abspath(dest))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f'.{osp.basename(dest)}.', suffix='.partial')
     hint = f'; {hint}' if hint else ''
-    try:
-        digest, received, expected = hashlib.sha256(), 0, None
-        with os.fdopen(fd, 'wb') as out:
-            request = urllib.request.Request(url, headers={'User-Agent': 'mmlightbb'})
-            try:
-                with urllib.request.urlopen(request, timeout=timeout) as response:
-                    length = response.headers.get('Content-Length')
-                    expected = int(length) if length and length.isdigit() else None
-                    print_log(f'downloading {url} to {dest}'
-                              + (f' ({expected / 2**20:.1f} MiB)' if expected else ''),
-                              logger='current')
-                    next_report = 0.1
-                    while True:
-                        chunk = response.read(CHUNK)
-                        if not chunk:
-                            break
-                        out.write(chunk)
-                        digest.update(chunk)
-                        received += len(chunk)
-                        if expected and received >= next_report * expected and received < expected:
-                            print_log(f'  {100 * received // expected}% of {osp.basename(dest)}',
-                                      logger='current')
-                            next_report = received / expected + 0.1
-            except http.client.IncompleteRead as err:
-                received += len(err.partial)
-                expected = expected or received + (err.expected or 1)
-            except (urllib.error.URLError, socket.timeout, ConnectionError,
-                    http.client.HTTPException, OSError) as err:
-                reason = ' '.join(str(getattr(err, 'reason', None) or err).split())
-                code = f'HTTP {err.code} ' if isinstance(err, urllib.error.HTTPError) else ''
-                raise PretrainedWeightsError(
-                    f'cannot download {url}: {code}{reason}. Without a network, '
-                    f'download it on another machine and place it as {dest}'
-                    f'{hint}') from None
-            out.flush()
-            os.fsync(out.fileno())
+    digest, received, expected = hashlib.sha256(), 0, None
+    with atomic_files(dest) as (tmp, ), open(tmp, 'wb') as out:
+        request = urllib.request.Request(url, headers={'User-Agent': 'mmlightbb'})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                length = response.headers.get('Content-Length')
+                expected = int(length) if length and length.isdigit() else None
+                print_log(f'downloading {url} to {dest}'
+                          + (f' ({expected / 2**20:.1f} MiB)' if expected else ''),
+                          logger='current')
+                next_report = 0.1  # a line every 10%: a long download is not a hang
+                for chunk in iter(lambda: response.read(CHUNK), b''):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    received += len(chunk)
+                    if expected and next_report * expected <= received < expected:
+                        print_log(f'  {100 * received // expected}% of {osp.basename(dest)}',
+                                  logger='current')
+                        next_report = received / expected + 0.1
+        except http.client.IncompleteRead as err:
+            received += len(err.partial)
+            expected = expected or received + (err.expected or 1)
+        except (urllib.error.URLError, socket.timeout, ConnectionError,
+                http.client.HTTPException, OSError) as err:
+            reason = ' '.join(str(getattr(err, 'reason', None) or err).split())
+            code = f'HTTP {err.code} ' if isinstance(err, urllib.error.HTTPError) else ''
+            raise PretrainedWeightsError(
+                f'cannot download {url}: {code}{reason}. Without a network, download it on '
+                f'another machine and place it as {dest}{hint}') from None
         if expected is not None and received != expected:
             raise PretrainedWeightsError(
                 f'the download of {url} was cut short: {received} of {expected} bytes arrived; '
-                f'nothing was kept in {folder}. Try again, or download it elsewhere and '
-                f'place it as {dest}{hint}')
-        if sha256:
-            actual = digest.hexdigest()
-            if not actual.startswith(sha256.lower()):
-                raise PretrainedWeightsError(
-                    f'the download of {url} has sha256 {actual[:max(len(sha256), 8)]}..., '
-                    f'expected {sha256}...; it was not kept (a changed or corrupted file). '
-                    f'Try again, or check the file by hand and place it as {dest}'
-                    f'{hint}')
-        os.replace(tmp, dest)
-        return dest
-    finally:
-        if osp.exists(tmp):
-            os.remove(tmp)
+                f'nothing was kept in {osp.dirname(osp.abspath(dest))}. Try again, or download '
+                f'it elsewhere and place it as {dest}{hint}')
+        actual = digest.hexdigest()
+        if sha256 and not actual.startswith(sha256.lower()):
+            raise PretrainedWeightsError(
+                f'the download of {url} has sha256 {actual[:max(len(sha256), 8)]}..., expected '
+                f'{sha256}...; it was not kept (a changed or corrupted file). Try again, or '
+                f'check the file by hand and place it as {dest}{hint}')
+    return dest
 
 
 def _check_cached(entry: PretrainedWeights, path: str) -> None:

@@ -3,12 +3,12 @@ backend; the progress lines with ETAs."""
 import copy
 import gc
 import json
-import os
 import os.path as osp
 import statistics
 import time
 from typing import Callable, Dict, List, Sequence, Tuple
 
+from ...engine.fileio import atomic_write
 from ..compare import benchmark_file_name
 from .plan import TEST_METRICS, epochs_text
 
@@ -18,10 +18,7 @@ CASCADE_COST = 3.5
 
 
 def atomic_json(obj, path: str):
-    tmp = f'{path}.tmp-{os.getpid()}'
-    with open(tmp, 'w') as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(obj, indent=2))
 
 
 def fmt_time(seconds: float) -> str:

@@ -23,6 +23,7 @@ from typing import Dict, List, Optional, Sequence
 
 import cv2
 
+from ...engine.fileio import atomic_write
 from .coco import _coco_jsons, _read_coco
 from .common import MAX_NAMES, DatasetError, _listdir, _shown
 from .voc import _read_voc, _voc_ann_dir
@@ -160,10 +161,7 @@ def _write_if_changed(obj: dict, path: str) -> bool:
         with open(path) as f:
             if f.read() == text:
                 return False
-    tmp = f'{path}.tmp-{os.getpid()}'
-    with open(tmp, 'w') as f:
-        f.write(text)
-    os.replace(tmp, path)
+    atomic_write(path, text)
     return True
 
 
