@@ -12,6 +12,7 @@ import re
 import pytest
 import torch
 from backbone_utils import assert_deploy_equal, assert_frozen, max_rel_diff
+from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmlightbb.models.backbones import BACKBONES
@@ -116,8 +117,10 @@ def test_out_channels_and_shapes(name, arch):
 def test_frozen_stages(name, arch, frozen_stages):
     """mmdet's semantics through ``frozen_modules``: index 0 is the stem, k the k-th stage with
     its down-sampling; the indices partition every parameter but the output norms, and
-    ``frozen_stages=k`` freezes exactly indices 0..k (eval mode, no gradients)."""
+    ``frozen_stages=k`` freezes exactly indices 0..k (eval mode, no gradients), from the
+    constructor on: DDP wraps the model before ``train()``."""
     model = build(name, arch, 'meta', frozen_stages=frozen_stages)
+    frozen_when_built = {n for n, p in model.named_parameters() if not p.requires_grad}
     assert_frozen(model, frozen_stages)
     names = {id(p): n for n, p in model.named_parameters()}
     per_index = [{names[id(p)] for m in model.frozen_modules(i) for p in m.parameters()}
@@ -128,7 +131,28 @@ def test_frozen_stages(name, arch, frozen_stages):
     rest = sorted(set(names.values()) - owned)
     assert all(OUTPUT_NORM.match(n) for n in rest), rest[:8]
     frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
-    assert frozen == set().union(*per_index[:frozen_stages + 1])
+    assert frozen == frozen_when_built == set().union(*per_index[:frozen_stages + 1])
+
+
+def test_a_subclass_is_frozen_once_it_is_built():
+    """Freezing waits for the outermost ``__init__``: layers that a subclass adds after
+    ``super().__init__()`` exist (and are frozen) by then."""
+
+    class ConvNeXtWithPreStem(BACKBONES['ConvNeXt']):
+
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.pre_stem = nn.Conv2d(3, 3, 1)
+
+        def frozen_modules(self, index):
+            return super().frozen_modules(index) + ([self.pre_stem] if index == 0 else [])
+
+    arch = CUSTOM_ARCHS['ConvNeXt']['custom']
+    model = ConvNeXtWithPreStem(arch=arch, frozen_stages=0)
+    assert not any(p.requires_grad for p in model.pre_stem.parameters())
+    assert not model.pre_stem.training
+    assert all(p.requires_grad for p in model.stages.parameters())
+    assert all(p.requires_grad for p in ConvNeXtWithPreStem(arch=arch).parameters())
 
 
 @pytest.mark.parametrize('name, arch', all_archs())

@@ -1,7 +1,8 @@
 """Multi-process training with tools/dist_train.sh (torchrun + ``--launcher pytorch``) on CPU/gloo.
 
 Tiny FasterNet-T0 + YOLOX-tiny at 64x64 on the 8-image tiny set, 2 epochs: 2 processes with
-batch 2 each against 1 process with batch 4 (4 iterations either way).
+batch 2 each against 1 process with batch 4 (4 iterations either way), and 2 processes with
+``frozen_stages=1``.
 
 GroupNorm (one group: per-sample statistics) replaces BatchNorm in backbone, neck and head, so
 that a sample's forward pass does not depend on which other samples share its batch: on CPU
@@ -18,13 +19,16 @@ import socket
 import subprocess
 import sys
 
+import pytest
 import torch
 from conftest import tiny_yolox_config
+
+from mmlightbb.models.backbones import FasterNet
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 GN = dict(type='GN', num_groups=1, requires_grad=True)
 
-# test-only hook: each rank saves its first-iteration losses and its final weights
+# test-only hook: each rank saves its first-iteration losses, its initial and its final weights
 RANK_DUMP = """
 import os.path as osp
 
@@ -38,6 +42,10 @@ from mmengine.model import is_model_wrapper
 @HOOKS.register_module()
 class RankDumpHook(Hook):
 
+    def before_train(self, runner):  # after init_weights
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        self.initial_state_dict = {k: v.clone() for k, v in model.state_dict().items()}
+
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
         if runner.iter == 0:
             self.first_losses = {name: float(value) for name, value in outputs.items()}
@@ -45,6 +53,7 @@ class RankDumpHook(Hook):
     def after_run(self, runner):
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         torch.save(dict(first_losses=self.first_losses, state_dict=model.state_dict(),
+                        initial_state_dict=self.initial_state_dict,
                         world_size=get_world_size(), model_type=type(runner.model).__name__),
                    osp.join(runner.work_dir, f'rank{get_rank()}.pth'))
 """
@@ -54,6 +63,18 @@ def free_port():
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
         return s.getsockname()[1]
+
+
+def run_two_processes(tmp_path, cfg_file, work_dir):
+    """tools/dist_train.sh CONFIG 2 on CPU/gloo; returns its log."""
+    (tmp_path / 'rank_dump.py').write_text(RANK_DUMP)
+    # torchrun gives each worker one thread
+    env = dict(os.environ, PYTHONPATH=str(tmp_path), PORT=str(free_port()), OMP_NUM_THREADS='1')
+    proc = subprocess.run(['tools/dist_train.sh', cfg_file, '2', '--work-dir', str(work_dir)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-4000:]
+    return log
 
 
 def write_config(tmp_path, data, batch_size):
@@ -76,17 +97,11 @@ val_evaluator = None
 
 
 def test_two_processes_on_cpu_match_one_process_with_the_same_total_batch(tiny_coco, tmp_path):
-    (tmp_path / 'rank_dump.py').write_text(RANK_DUMP)
-    # torchrun gives each worker one thread; the 1-process run gets the same
-    env = dict(os.environ, PYTHONPATH=str(tmp_path), PORT=str(free_port()), OMP_NUM_THREADS='1')
     dist_work, single_work = tmp_path / 'dist', tmp_path / 'single'
-    proc = subprocess.run(
-        ['tools/dist_train.sh', write_config(tmp_path, tiny_coco, batch_size=2), '2',
-         '--work-dir', str(dist_work)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, log[-4000:]
+    log = run_two_processes(tmp_path, write_config(tmp_path, tiny_coco, batch_size=2), dist_work)
     assert "sync_bn='torch' needs GPUs" in log
+    # the same thread count as each torchrun worker
+    env = dict(os.environ, PYTHONPATH=str(tmp_path), OMP_NUM_THREADS='1')
     proc = subprocess.run(
         [sys.executable, 'tools/train.py', write_config(tmp_path, tiny_coco, batch_size=4),
          '--work-dir', str(single_work)],
@@ -107,6 +122,38 @@ def test_two_processes_on_cpu_match_one_process_with_the_same_total_batch(tiny_c
     # and 4 SGD steps later the weights still agree to float32 rounding (measured: 1.2e-7)
     for name, value in single['state_dict'].items():
         assert torch.allclose(ranks[0]['state_dict'][name], value, rtol=0, atol=1e-5), name
+
+
+@pytest.mark.slow
+def test_two_processes_train_with_frozen_stages_and_leave_them_unchanged(tiny_coco, tmp_path):
+    """DDP is built in ``Runner.__init__``, before ``train()``: the backbone must already be frozen
+    then, or DDP waits for gradients of frozen parameters and fails at the second iteration
+    ("Expected to have finished reduction in the prior iteration ...")."""
+    backbone = dict(type='FasterNet', arch='t0', out_indices=(1, 2, 3), frozen_stages=1)
+    cfg_file = tmp_path / 'cfg_frozen.py'
+    cfg_file.write_text(tiny_yolox_config(tiny_coco, backbone, [80, 160, 320], size=64) + """
+custom_imports = dict(imports=['mmlightbb', 'rank_dump'], allow_failed_imports=False)
+custom_hooks = custom_hooks + [dict(type='RankDumpHook')]
+val_dataloader = None
+val_cfg = None
+val_evaluator = None
+""")
+    run_two_processes(tmp_path, str(cfg_file), tmp_path / 'work')
+
+    model = FasterNet('t0', out_indices=(1, 2, 3))
+    names = {id(m): name for name, m in model.named_modules()}
+    frozen_prefixes = tuple(f'backbone.{names[id(m)]}.'
+                            for index in (0, 1) for m in model.frozen_modules(index))
+    for rank in (0, 1):
+        dump = torch.load(tmp_path / 'work' / f'rank{rank}.pth', weights_only=False)
+        assert dump['world_size'] == 2 and dump['model_type'] == 'MMDistributedDataParallel'
+        initial, final = dump['initial_state_dict'], dump['state_dict']
+        frozen = [k for k in final if k.startswith(frozen_prefixes)]
+        assert len(frozen) > 10, frozen  # the stem and stage 0: weights and BN statistics
+        for key in frozen:
+            assert torch.equal(initial[key], final[key]), key
+        trained = [k for k in final if k.startswith('backbone.') and k not in frozen]
+        assert any(not torch.equal(initial[k], final[k]) for k in trained)
 
 
 def test_the_suite_never_runs_python_from_path():

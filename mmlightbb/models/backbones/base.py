@@ -4,11 +4,13 @@ A subclass declares ``arch_settings`` (name -> settings dict), builds its layers
 ``stage_channels`` (channels of the four stride-4/8/16/32 maps) and implements
 ``frozen_modules(i)`` (the modules that ``frozen_stages >= i`` freezes: 0 is the stem, k the k-th
 stage including the downsampling that belongs to it). It then gets: arch parsing with clear errors,
-``out_indices``/``out_channels`` checks, mmdet's ``frozen_stages``/``norm_eval`` semantics,
+``out_indices``/``out_channels`` checks, mmdet's ``frozen_stages`` (applied once the subclass is
+built, and again by ``train()``)/``norm_eval`` semantics,
 pretrained loading from every common checkpoint layout with a key report, and
 ``switch_to_deploy()`` that calls each submodule's own re-parameterization.
 """
 import copy
+import functools
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -45,6 +47,29 @@ class BaseBackbone(BaseModule):
         self.with_cp = with_cp
         self.deploy = False
         self.stage_channels: List[int] = []
+
+    def __init_subclass__(cls, **kwargs):
+        """Freeze ``frozen_stages`` as soon as a backbone is built, as mmdet's ResNet does.
+
+        ``train()`` alone is too late: mmengine wraps the model in DistributedDataParallel in
+        ``Runner.__init__``, and DDP then waits for a gradient of every parameter that requires
+        one. The layers exist only once the subclass ``__init__`` returns, so each subclass
+        ``__init__`` is wrapped here and the outermost one (that of the class being built) freezes
+        at its end: once, for every family and any subclass of one, without a metaclass that
+        would have to be merged with ``BaseModule``'s, and without a call each family could forget.
+        """
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get('__init__')
+        if init is None:  # inherits an __init__ that is already wrapped
+            return
+
+        @functools.wraps(init)
+        def init_then_freeze(self, *args, **kwargs):
+            init(self, *args, **kwargs)
+            if type(self).__init__ is init_then_freeze:
+                self._freeze_stages()
+
+        cls.__init__ = init_then_freeze
 
     # ----------------------------------------------------------------------------------- arch
     @classmethod
