@@ -185,6 +185,12 @@ def test_bad_arguments(name, kwargs, match):
         build(name, device='meta', **kwargs)
 
 
+def test_drop_path_rates_rise_linearly_over_all_blocks():
+    rates = build('ConvNeXt', device='meta').drop_path_rates(0.3, [1, 2, 3, 1])
+    assert [len(stage) for stage in rates] == [1, 2, 3, 1]
+    assert sum(rates, []) == torch.linspace(0, 0.3, 7).tolist()
+
+
 @pytest.mark.parametrize('name', one_per_backbone())
 def test_registry_and_classify(name):
     """mmdet's registry builds it; ``classify()`` gives logits with ``num_classes`` and raises a

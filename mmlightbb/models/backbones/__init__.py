@@ -9,6 +9,8 @@ One name per concept across the families:
   ``num_classes`` (also build the classifier for ``classify()``, which raises ``ValueError``
   without it), ``with_cp``, ``init_cfg``;
 * ``arch_settings``: ``channels`` (the 4 stage widths), ``depths`` (blocks per stage);
+* methods: ``forward_stages(x, last_stage)`` (the stage maps before output norms, on which
+  ``forward`` and ``classify`` are built), ``frozen_modules(i)``, ``switch_to_deploy()``;
 * conv + BN (+ act) layers are :mod:`..layers.conv_bn`'s, folded for deploy by its
   ``fuse_conv_norm``.
 

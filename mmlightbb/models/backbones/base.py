@@ -3,14 +3,17 @@
 A subclass declares ``arch_settings`` (name -> settings dict), builds its layers, sets
 ``stage_channels`` (channels of the four stride-4/8/16/32 maps) and implements
 ``frozen_modules(i)`` (the modules that ``frozen_stages >= i`` freezes: 0 is the stem, k the k-th
-stage including the downsampling that belongs to it). It then gets: arch parsing with clear errors,
-``out_indices``/``out_channels`` checks, mmdet's ``frozen_stages`` (applied once the subclass is
-built, and again by ``train()``)/``norm_eval`` semantics,
-pretrained loading from every common checkpoint layout with a key report, and
+stage including the downsampling that belongs to it) and ``forward_stages(x, last_stage)`` (the
+stage maps before output norms, on which its ``forward`` and ``classify`` are built). It then gets:
+arch parsing with clear errors, ``out_indices``/``out_channels``/``num_classes``/
+``drop_path_rate``/``csp`` checks, the stochastic-depth schedule, the ``classify`` guard, mmdet's
+``frozen_stages`` (applied once the subclass is built, and again by ``train()``)/``norm_eval``
+semantics, pretrained loading from every common checkpoint layout with a key report, and
 ``switch_to_deploy()`` that calls each submodule's own re-parameterization.
 """
 import copy
 import functools
+import itertools
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -19,6 +22,8 @@ from mmengine.model import BaseModule
 from mmengine.runner.checkpoint import CheckpointLoader
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
+
+from ..layers.csp_stage import parse_csp_cfg
 
 NUM_OUTPUTS = 4  # stride 4, 8, 16 and 32
 # Keys under which training frameworks wrap a state_dict: mmengine/mmcv ('state_dict'),
@@ -30,10 +35,12 @@ CLASSIFIER_HEAD_PREFIX = 'head.'  # mmpretrain classifiers: backbone.* + head.fc
 
 class BaseBackbone(BaseModule):
     arch_settings: Dict[str, dict] = {}
+    # the smallest ``num_classes`` that builds a classifier (FasterNet also takes 0)
+    min_num_classes = 1
 
     def __init__(self, arch, in_channels: int = 3, out_indices: Sequence[int] = (0, 1, 2, 3),
-                 frozen_stages: int = -1, norm_eval: bool = False, with_cp: bool = False,
-                 init_cfg=None):
+                 frozen_stages: int = -1, norm_eval: bool = False,
+                 num_classes: Optional[int] = None, with_cp: bool = False, init_cfg=None):
         super().__init__(init_cfg=init_cfg)
         self.arch_name, self.arch = self.parse_arch(arch)
         self.in_channels = in_channels
@@ -43,6 +50,13 @@ class BaseBackbone(BaseModule):
                 f'{type(self).__name__}: frozen_stages={frozen_stages!r} is out of range; use -1 '
                 f'(freeze nothing), 0 (the stem) or 1..{NUM_OUTPUTS} (the stem and that many stages).')
         self.frozen_stages = frozen_stages
+        if num_classes is not None and (not isinstance(num_classes, int)
+                                        or num_classes < self.min_num_classes):
+            raise ValueError(
+                f'{self.name_with_arch}: num_classes must be None (a detection backbone, no '
+                f'classifier) or an int >= {self.min_num_classes} (1000 for the ImageNet '
+                f'checkpoints), got {num_classes!r}.')
+        self.num_classes = num_classes
         self.norm_eval = norm_eval
         self.with_cp = with_cp
         self.deploy = False
@@ -70,6 +84,11 @@ class BaseBackbone(BaseModule):
                 self._freeze_stages()
 
         cls.__init__ = init_then_freeze
+
+    @property
+    def name_with_arch(self) -> str:
+        """``Family(arch='name')``, how error messages and load reports name this model."""
+        return f'{type(self).__name__}(arch={self.arch_name!r})'
 
     # ----------------------------------------------------------------------------------- arch
     @classmethod
@@ -113,6 +132,24 @@ class BaseBackbone(BaseModule):
         """Channels of each returned feature map, in the order they are returned."""
         return [self.stage_channels[i] for i in self.out_indices]
 
+    def drop_path_rates(self, drop_path_rate: float,
+                        depths: Sequence[int]) -> List[List[float]]:
+        """Stochastic depth per stage: rates rising linearly from 0 over all ``sum(depths)``
+        blocks to ``drop_path_rate`` (the schedule of the official codes), split into the
+        ``depths`` of the stages."""
+        if not 0 <= drop_path_rate < 1:
+            raise ValueError(f'{self.name_with_arch}: drop_path_rate must be in [0, 1), got '
+                             f'{drop_path_rate!r}.')
+        rates = torch.linspace(0, drop_path_rate, sum(depths), device='cpu').tolist()
+        return [rates[end - depth:end] for depth, end in zip(depths, itertools.accumulate(depths))]
+
+    def parse_csp(self, csp) -> Optional[dict]:
+        """The ``csp`` argument as ``dict(ratio=...)``, or None for the official stages; None
+        builds an arch named ``csp-*`` (its base arch in CSP stages) with ``ratio=0.5``."""
+        if csp is None and self.arch_name.startswith('csp-'):
+            csp = dict(ratio=0.5)
+        return parse_csp_cfg(csp, self.name_with_arch)
+
     # ---------------------------------------------------------------- freezing and norm_eval
     def frozen_modules(self, index: int) -> List[nn.Module]:
         """Modules frozen by ``frozen_stages >= index`` (0: stem; k: stage k with its downsampling)."""
@@ -133,6 +170,19 @@ class BaseBackbone(BaseModule):
                 if isinstance(module, (_BatchNorm, nn.SyncBatchNorm)):
                     module.eval()
         return self
+
+    # ------------------------------------------------------------------------------ forward
+    def forward_stages(self, x: torch.Tensor,
+                       last_stage: int = NUM_OUTPUTS - 1) -> List[torch.Tensor]:
+        """The maps of stages 0..``last_stage`` (strides 4, 8, ...) before any output norm; later
+        stages do not run (``forward`` passes its last ``out_indices``)."""
+        raise NotImplementedError
+
+    def require_classifier(self) -> None:
+        """``classify()`` needs the classifier that ``num_classes`` builds."""
+        if self.num_classes is None:
+            raise ValueError(f'{type(self).__name__}.classify needs the classification head: '
+                             'build the model with num_classes=1000 (or your class count).')
 
     def check_input(self, x: torch.Tensor) -> None:
         """Fail clearly on input that is not an N x in_channels x H x W tensor."""
@@ -204,7 +254,7 @@ class BaseBackbone(BaseModule):
         and ``module.``/``backbone.`` prefixes (or an explicit ``prefix``). Raises ``ValueError`` when
         no key matches or when shapes disagree (listing them). Returns the report.
         """
-        name = f'{type(self).__name__}(arch={self.arch_name!r})'
+        name = self.name_with_arch
         raw = CheckpointLoader.load_checkpoint(checkpoint, map_location=map_location)
         state_dict = self.unwrap_state_dict(raw)
         own = self.state_dict()

@@ -16,7 +16,7 @@ from torch import nn
 from ..layers.convnext_block import ConvNeXtBlock
 from ..layers.memory_format import cpu_channels_last, nchw_outputs
 from ..layers.norm import LayerNorm2d
-from .base import BaseBackbone
+from .base import NUM_OUTPUTS, BaseBackbone
 
 # mmpretrain block names -> official ones (reverse of convnext_to_mmpretrain.py)
 _MMPRETRAIN_RENAMES = (('.depthwise_conv.', '.dwconv.'), ('.pointwise_conv1.', '.pwconv1.'),
@@ -58,17 +58,17 @@ class ConvNeXt(BaseBackbone):
                  layer_scale_init_value: float = 1e-6, drop_path_rate: float = 0.,
                  norm_output: Optional[bool] = None, num_classes: Optional[int] = None,
                  act_cfg: dict = dict(type='GELU'), with_cp: bool = False, init_cfg=None):
-        super().__init__(arch, in_channels, out_indices, frozen_stages, norm_eval, with_cp,
-                         init_cfg)
+        super().__init__(arch=arch, in_channels=in_channels, out_indices=out_indices,
+                         frozen_stages=frozen_stages, norm_eval=norm_eval,
+                         num_classes=num_classes, with_cp=with_cp, init_cfg=init_cfg)
         depths, channels = self.arch['depths'], self.arch['channels']
         if len(depths) != 4 or len(channels) != 4:
             raise ValueError(f'ConvNeXt: arch needs 4 depths and 4 channels (one per stage), got '
                              f'depths={depths}, channels={channels}')
-        check_classifier_kwargs('ConvNeXt', drop_path_rate, num_classes)
+        stage_drop_path_rates = self.drop_path_rates(drop_path_rate, depths)
         if layer_scale_init_value < 0:
             raise ValueError(f'ConvNeXt: layer_scale_init_value must be >= 0 (0 disables layer '
                              f'scale), got {layer_scale_init_value}')
-        self.num_classes = num_classes
         self.stage_channels = list(channels)
 
         self.downsample_layers = nn.ModuleList([nn.Sequential(
@@ -79,14 +79,12 @@ class ConvNeXt(BaseBackbone):
                 LayerNorm2d(channels[i], eps=1e-6),
                 nn.Conv2d(channels[i], channels[i + 1], kernel_size=2, stride=2)))
 
-        rates = torch.linspace(0, drop_path_rate, sum(depths), device='cpu').tolist()
         self.stages = nn.ModuleList()
-        for i, depth in enumerate(depths):
-            first = sum(depths[:i])
+        for i, rates in enumerate(stage_drop_path_rates):
             self.stages.append(nn.Sequential(*[
                 ConvNeXtBlock(channels[i], layer_scale_init_value=layer_scale_init_value,
-                              drop_path_rate=rates[first + j], act_cfg=act_cfg)
-                for j in range(depth)]))
+                              drop_path_rate=rate, act_cfg=act_cfg)
+                for rate in rates]))
 
         self.norm_output = num_classes is None if norm_output is None else norm_output
         if self.norm_output:
@@ -97,12 +95,13 @@ class ConvNeXt(BaseBackbone):
             self.head = nn.Linear(channels[-1], num_classes)
 
     # ------------------------------------------------------------------------------ forward
-    def forward_stages(self, x: torch.Tensor) -> List[torch.Tensor]:
-        """The four stage maps (strides 4/8/16/32), without output norms."""
+    def forward_stages(self, x: torch.Tensor,
+                       last_stage: int = NUM_OUTPUTS - 1) -> List[torch.Tensor]:
         self.check_input(x)
         x = cpu_channels_last(x, self.cpu_channels_last and not self.training)
         maps = []
-        for downsample, stage in zip(self.downsample_layers, self.stages):
+        for downsample, stage in zip(self.downsample_layers[:last_stage + 1],
+                                     self.stages[:last_stage + 1]):
             x = downsample(x)
             for block in stage:
                 x = self.run_block(block, x)
@@ -110,15 +109,14 @@ class ConvNeXt(BaseBackbone):
         return maps
 
     def forward(self, x: torch.Tensor):
-        maps = self.forward_stages(x)
+        maps = self.forward_stages(x, self.out_indices[-1])
         if self.norm_output:
             return nchw_outputs([getattr(self, f'norm{i}')(maps[i]) for i in self.out_indices])
         return nchw_outputs([maps[i] for i in self.out_indices])
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         """ImageNet logits (global average pool -> ``norm`` -> ``head``), as the official model."""
-        if self.num_classes is None:
-            raise ValueError('ConvNeXt.classify needs the classifier: build with num_classes=1000')
+        self.require_classifier()
         return self.head(self.norm(self.forward_stages(x)[-1].mean((-2, -1))))
 
     # ----------------------------------------------------------------------- freeze / init
@@ -153,14 +151,6 @@ class ConvNeXt(BaseBackbone):
                 key = re.sub(r'^norm3\.', 'norm.', key)
             converted[key] = value
         return converted
-
-
-def check_classifier_kwargs(name: str, drop_path_rate: float, num_classes) -> None:
-    if not 0 <= drop_path_rate < 1:
-        raise ValueError(f'{name}: drop_path_rate must be in [0, 1), got {drop_path_rate}')
-    if num_classes is not None and (not isinstance(num_classes, int) or num_classes <= 0):
-        raise ValueError(f'{name}: num_classes must be a positive int (e.g. 1000) or None for a '
-                         f'detection backbone, got {num_classes!r}')
 
 
 def convnext_init(module: nn.Module) -> None:

@@ -30,8 +30,8 @@ from ..layers.csp_stage import CSPStage
 from ..layers.ese import EffectiveSE
 from ..layers.memory_format import cpu_channels_last, nchw_outputs
 from ..layers.norm import LayerNorm2d
-from .base import BaseBackbone
-from .convnext import check_classifier_kwargs, convnext_init
+from .base import NUM_OUTPUTS, BaseBackbone
+from .convnext import convnext_init
 
 STEM_STRIDES = {'patchify': 4, 'va': 4, 'vb': 2}
 # The ESE gate differs between the generations: V1 built it with GELU (ignoring its 'hardsigmoid'
@@ -146,12 +146,13 @@ class CSPConvNeXt(BaseBackbone):
                  layer_scale_init_value: Optional[float] = None,
                  norm_output: Optional[bool] = None, num_classes: Optional[int] = None,
                  with_cp: bool = False, init_cfg=None):
-        super().__init__(arch, in_channels, out_indices, frozen_stages, norm_eval, with_cp,
-                         init_cfg)
+        super().__init__(arch=arch, in_channels=in_channels, out_indices=out_indices,
+                         frozen_stages=frozen_stages, norm_eval=norm_eval,
+                         num_classes=num_classes, with_cp=with_cp, init_cfg=init_cfg)
         version, stem, depths = self.arch['version'], self.arch['stem'], self.arch['depths']
         dims = [self.arch['stem_channels'], *self.arch['channels']]  # the official `dims`
         self._check_arch(version, stem, depths, dims)
-        check_classifier_kwargs('CSPConvNeXt', drop_path_rate, num_classes)
+        stage_drop_path_rates = self.drop_path_rates(drop_path_rate, depths)
         if version == 'e' and layer_scale_init_value is not None:
             raise ValueError('CSPConvNeXt: E-ConvNeXt blocks have no layer scale; leave '
                              'layer_scale_init_value=None (it applies to the V1 arch only).')
@@ -161,16 +162,14 @@ class CSPConvNeXt(BaseBackbone):
             raise ValueError(f'CSPConvNeXt: layer_scale_init_value must be >= 0, got '
                              f'{layer_scale_init_value}')
         self.version = version
-        self.num_classes = num_classes
         self.stage_channels = list(dims[1:])
 
         self.Down_Conv = self._build_stem(stem, dims, norm_cfg, act_cfg)
         strides = [1, 2, 2, 2] if STEM_STRIDES[stem] == 4 else [2, 2, 2, 2]
-        rates = torch.linspace(0, drop_path_rate, sum(depths), device='cpu').tolist()
         self.stages = nn.ModuleList([
             csp_convnext_stage(version, dims[i], dims[i + 1], strides[i],
-                               rates[sum(depths[:i]):sum(depths[:i + 1])],
-                               layer_scale_init_value, norm_cfg, act_cfg) for i in range(4)])
+                               stage_drop_path_rates[i], layer_scale_init_value, norm_cfg,
+                               act_cfg) for i in range(4)])
 
         self.norm_output = (version == 'e' and num_classes is None) if norm_output is None \
             else norm_output
@@ -218,18 +217,18 @@ class CSPConvNeXt(BaseBackbone):
                                          conv3=conv_bn(half, dims[0], 3, 1, 1)))
 
     # ------------------------------------------------------------------------------ forward
-    def forward_stages(self, x: torch.Tensor) -> List[torch.Tensor]:
-        """The four stage maps (strides 4/8/16/32), without output norms."""
+    def forward_stages(self, x: torch.Tensor,
+                       last_stage: int = NUM_OUTPUTS - 1) -> List[torch.Tensor]:
         self.check_input(x)
         x = self.Down_Conv(cpu_channels_last(x, self.cpu_channels_last and not self.training))
         maps = []
-        for stage in self.stages:
+        for stage in self.stages[:last_stage + 1]:
             x = stage(x, self.run_block)
             maps.append(x)
         return maps
 
     def forward(self, x: torch.Tensor):
-        maps = self.forward_stages(x)
+        maps = self.forward_stages(x, self.out_indices[-1])
         maps = [maps[i] for i in self.out_indices]
         if self.norm_output:
             maps = [norm(m) for norm, m in zip(self.norms, maps)]
@@ -237,9 +236,7 @@ class CSPConvNeXt(BaseBackbone):
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         """ImageNet logits: global average pool -> ``norm`` -> ``head.fc_cls``."""
-        if self.num_classes is None:
-            raise ValueError('CSPConvNeXt.classify needs the classifier: build with '
-                             'num_classes=1000')
+        self.require_classifier()
         return self.head(self.norm(self.forward_stages(x)[-1].mean((-2, -1))))
 
     # ----------------------------------------------------------------------- freeze / init

@@ -14,8 +14,8 @@ from mmdet.registry import MODELS
 from torch import nn
 
 from ..layers import ConvBN, ConvBNSequential, conv_bn_layers, cpu_channels_last, nchw_outputs
-from ..layers.csp_stage import CSPStage, parse_csp_cfg
-from .base import BaseBackbone
+from ..layers.csp_stage import CSPStage
+from .base import NUM_OUTPUTS, BaseBackbone
 
 _RELU = dict(type='ReLU', inplace=True)
 _GELU = dict(type='GELU')
@@ -172,6 +172,7 @@ class FasterNet(BaseBackbone):
     }
 
     cpu_channels_last = True
+    min_num_classes = 0  # the official head without its Linear (pooled features)
 
     def __init__(self,
                  arch='t0',
@@ -191,28 +192,24 @@ class FasterNet(BaseBackbone):
                  with_cp: bool = False,
                  csp: Optional[dict] = None,
                  init_cfg=None):
-        super().__init__(arch, in_channels, out_indices, frozen_stages, norm_eval, with_cp,
-                         init_cfg)
-        if csp is None and self.arch_name.startswith('csp-'):
-            csp = dict(ratio=0.5)
-        self.csp = parse_csp_cfg(csp, f'{type(self).__name__}(arch={self.arch_name!r})')
+        super().__init__(arch=arch, in_channels=in_channels, out_indices=out_indices,
+                         frozen_stages=frozen_stages, norm_eval=norm_eval,
+                         num_classes=num_classes, with_cp=with_cp, init_cfg=init_cfg)
+        self.csp = self.parse_csp(csp)
         channels, depths = self.arch['channels'], self.arch['depths']
         act_cfg = self.arch['act_cfg'] if act_cfg is None else act_cfg
         drop_path_rate = self.arch['drop_path_rate'] if drop_path_rate is None else drop_path_rate
-        self._check_args(channels, depths, drop_path_rate, n_div, mlp_ratio,
-                         layer_scale_init_value, num_classes, feature_dim)
+        self._check_args(channels, depths, n_div, mlp_ratio, layer_scale_init_value, feature_dim)
+        stage_drop_path_rates = self.drop_path_rates(drop_path_rate, depths)
         self.stage_channels = list(channels)
-        self.num_classes = num_classes
 
         self.patch_embed = ConvBN(in_channels, channels[0], 4, 4, 0, norm_cfg=norm_cfg,
                                   names=('proj', 'norm'))
-        rates = torch.linspace(0, drop_path_rate, sum(depths), device='cpu').tolist()
         block_kwargs = dict(n_div=n_div, mlp_ratio=mlp_ratio,
                             layer_scale_init_value=layer_scale_init_value, norm_cfg=norm_cfg,
                             act_cfg=act_cfg)
         layers = []
-        for i, depth in enumerate(depths):
-            stage_rates = rates[sum(depths[:i]):sum(depths[:i + 1])]
+        for i, stage_rates in enumerate(stage_drop_path_rates):
             if self.csp is not None:
                 layers.append(self._csp_stage(i, channels, stage_rates, block_kwargs))
                 continue
@@ -254,16 +251,14 @@ class FasterNet(BaseBackbone):
                         conv_bias=False, norm_cfg=block_kwargs['norm_cfg'],
                         act_cfg=block_kwargs['act_cfg'])
 
-    def _check_args(self, channels, depths, drop_path_rate, n_div, mlp_ratio,
-                    layer_scale_init_value, num_classes, feature_dim):
-        name = f'{type(self).__name__}(arch={self.arch_name!r})'
+    def _check_args(self, channels, depths, n_div, mlp_ratio, layer_scale_init_value,
+                    feature_dim):
+        name = self.name_with_arch
         for key, values in (('channels', channels), ('depths', depths)):
             if not isinstance(values, (list, tuple)) or len(values) != 4 or any(
                     not isinstance(v, int) or v < 1 for v in values):
                 raise ValueError(f'{name}: {key} must be 4 positive ints (one per stage), got '
                                  f'{values!r}.')
-        if not 0 <= drop_path_rate < 1:
-            raise ValueError(f'{name}: drop_path_rate must be in [0, 1), got {drop_path_rate!r}.')
         if not isinstance(n_div, int) or not 1 <= n_div <= min(channels):
             raise ValueError(f'{name}: n_div={n_div!r} must be an int in 1..{min(channels)} (PConv '
                              'convolves channels // n_div channels; the official value is 4).')
@@ -272,9 +267,6 @@ class FasterNet(BaseBackbone):
         if layer_scale_init_value < 0:
             raise ValueError(f'{name}: layer_scale_init_value must be >= 0 (0 disables layer '
                              f'scale, as in all releases), got {layer_scale_init_value!r}.')
-        if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 0):
-            raise ValueError(f'{name}: num_classes must be None (detection: no head) or an int '
-                             f'>= 0 (1000 for the ImageNet checkpoints), got {num_classes!r}.')
         if not isinstance(feature_dim, int) or feature_dim < 1:
             raise ValueError(f'{name}: feature_dim must be a positive int (official: 1280), '
                              f'got {feature_dim!r}.')
@@ -296,33 +288,29 @@ class FasterNet(BaseBackbone):
             return layer(x, self.run_block)
         return layer(x)
 
-    def _embed(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_stages(self, x: torch.Tensor,
+                       last_stage: int = NUM_OUTPUTS - 1) -> List[torch.Tensor]:
         self.check_input(x)
-        return self.patch_embed(cpu_channels_last(x, self.cpu_channels_last and not self.training))
-
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        x = self._embed(x)
-        outs = []
+        x = self.patch_embed(cpu_channels_last(x, self.cpu_channels_last and not self.training))
+        maps = []
         # the plain form interleaves merging layers: stage i is stages[2i] (CSP: stages[i])
         step = 1 if self.csp is not None else 2
-        for idx, layer in enumerate(self.stages):
+        for idx, layer in enumerate(self.stages[:step * last_stage + 1]):
             x = self._run_stage(layer, x)
-            if idx % step == 0 and idx // step in self.out_indices:
-                i = idx // step
-                outs.append(getattr(self, f'norm{2 * i}')(x) if self.norm_output else x)
-            if idx == step * self.out_indices[-1]:  # later stages would feed nothing
-                break
-        return nchw_outputs(outs)
+            if idx % step == 0:
+                maps.append(x)
+        return maps
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        maps = self.forward_stages(x, self.out_indices[-1])
+        if self.norm_output:
+            return nchw_outputs([getattr(self, f'norm{2 * i}')(maps[i]) for i in self.out_indices])
+        return nchw_outputs([maps[i] for i in self.out_indices])
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         """ImageNet logits of the official classification model (needs ``num_classes``)."""
-        if self.num_classes is None:
-            raise ValueError(f'{type(self).__name__}.classify needs the classification head: '
-                             'build the model with num_classes=1000 (or your class count).')
-        x = self._embed(x)
-        for layer in self.stages:
-            x = self._run_stage(layer, x)
-        return self.head(torch.flatten(self.avgpool_pre_head(x), 1))
+        self.require_classifier()
+        return self.head(torch.flatten(self.avgpool_pre_head(self.forward_stages(x)[-1]), 1))
 
     def init_weights(self):
         if self._pretrained_cfg() is None:

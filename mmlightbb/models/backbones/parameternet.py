@@ -20,7 +20,7 @@ from mmdet.registry import MODELS
 from torch import nn
 
 from ..layers.conv_bn import ConvBN, ConvBNSequential, conv_bn_layers, fuse_conv_norm
-from ..layers.csp_stage import CSPStage, parse_csp_cfg
+from ..layers.csp_stage import CSPStage
 from ..layers.dynamic_conv import ROUTING_GATES, DynamicConv
 from .base import NUM_OUTPUTS, BaseBackbone
 
@@ -228,8 +228,9 @@ class ParameterNet(BaseBackbone):
                  dynamic: bool = True, routing: str = 'sigmoid', with_final_conv: bool = True,
                  drop_path_rate: float = 0., num_classes: Optional[int] = None,
                  with_cp: bool = False, csp: Optional[dict] = None, init_cfg=None):
-        super().__init__(arch, in_channels, out_indices, frozen_stages, norm_eval, with_cp,
-                         init_cfg)
+        super().__init__(arch=arch, in_channels=in_channels, out_indices=out_indices,
+                         frozen_stages=frozen_stages, norm_eval=norm_eval,
+                         num_classes=num_classes, with_cp=with_cp, init_cfg=init_cfg)
         name = type(self).__name__
         if num_experts is not None and (not isinstance(num_experts, int) or num_experts < 1):
             raise ValueError(f'{name}: num_experts must be a positive int (1 = static), got '
@@ -240,20 +241,18 @@ class ParameterNet(BaseBackbone):
         if routing not in ROUTING_GATES:
             raise ValueError(f'{name}: routing={routing!r} is not supported; use one of '
                              f'{ROUTING_GATES} (sigmoid = official code, softmax = paper).')
-        if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):
-            raise ValueError(f'{name}: num_classes must be None (backbone only) or a positive '
-                             f'int, got {num_classes!r}')
         if num_classes is not None and not with_final_conv:
             raise ValueError(f'{name}: the classification head (num_classes={num_classes}) needs '
                              'blocks.9; set with_final_conv=True.')
-        if not 0 <= drop_path_rate < 1:
-            raise ValueError(f'{name}: drop_path_rate must be in [0, 1), got {drop_path_rate}')
-
         cfgs, width = self.arch['cfgs'], self.arch['width']
+        # one rate per row of blocks, as the official code
+        row_drop_path_rates = [rate for (rate, ) in self.drop_path_rates(drop_path_rate,
+                                                                         [1] * len(cfgs))]
+        self.csp = self.parse_csp(csp)
+
         act_cfg = act_cfg or self.arch['act_cfg']
         self.num_experts = 1 if not dynamic else (num_experts or self.arch['num_experts'])
         self.routing = routing
-        self.num_classes = num_classes
         conv_layer = partial(build_conv, num_experts=self.num_experts, routing=routing)
         row_strides = self._row_strides(cfgs)
 
@@ -262,16 +261,14 @@ class ParameterNet(BaseBackbone):
         self.bn1 = build_norm_layer(norm_cfg, stem_channels)[1]
         self.act1 = build_activation_layer(act_cfg)
 
-        drop_path_rates = torch.linspace(0, drop_path_rate, len(cfgs), device='cpu').tolist()
-        self.csp = parse_csp_cfg(csp, name)
         channels = stem_channels
         rows, row_channels = [], []
         if self.csp is not None:
             rows, row_channels, row_strides = self._csp_rows(
-                cfgs, row_strides, drop_path_rates, width, stem_channels, conv_layer, norm_cfg,
+                cfgs, row_strides, row_drop_path_rates, width, stem_channels, conv_layer, norm_cfg,
                 act_cfg)
             channels = row_channels[-1]
-        for row, rate in zip(cfgs if self.csp is None else [], drop_path_rates):
+        for row, rate in zip(cfgs if self.csp is None else [], row_drop_path_rates):
             blocks = []
             for kernel_size, expansion, out, se_ratio, stride in row:
                 out_channels = make_divisible(out * width, 4)
@@ -297,7 +294,6 @@ class ParameterNet(BaseBackbone):
         self.stem_rows = [i for i, s in enumerate(row_strides) if s == 2]
         self.tap_rows = [rows_k[-1] for rows_k in self.stage_rows]
         self.stage_channels = [row_channels[i] for i in self.tap_rows]
-        self._out_rows = {self.tap_rows[i] for i in self.out_indices}
 
         if num_classes is not None:
             self.conv_head = nn.Conv2d(final_channels, HEAD_CHANNELS, 1, bias=True)
@@ -369,10 +365,6 @@ class ParameterNet(BaseBackbone):
             return [self.conv_stem, self.bn1, self.act1] + [self.blocks[i] for i in self.stem_rows]
         return [self.blocks[i] for i in self.stage_rows[index - 1]]
 
-    def _stem(self, x: torch.Tensor) -> torch.Tensor:
-        self.check_input(x)
-        return self.act1(self.bn1(self.conv_stem(x)))
-
     def _run_row(self, row: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
         if isinstance(row, CSPStage):
             return row(x, self.run_block)
@@ -384,13 +376,20 @@ class ParameterNet(BaseBackbone):
         if self._runs_image_by_image(x):
             outs = [self.forward(image) for image in x.split(1)]
             return tuple(torch.cat(maps) for maps in zip(*outs))
-        x = self._stem(x)
-        outs = []
-        for i, row in enumerate(self.blocks):
+        maps = self.forward_stages(x, self.out_indices[-1])
+        return tuple(maps[i] for i in self.out_indices)
+
+    def forward_stages(self, x: torch.Tensor,
+                       last_stage: int = NUM_OUTPUTS - 1) -> List[torch.Tensor]:
+        """The maps of the rows ``tap_rows`` (the last one at each stride 4, 8, 16, 32)."""
+        self.check_input(x)
+        x = self.act1(self.bn1(self.conv_stem(x)))
+        maps = []
+        for i, row in enumerate(self.blocks[:self.tap_rows[last_stage] + 1]):
             x = self._run_row(row, x)
-            if i in self._out_rows:
-                outs.append(x)
-        return tuple(outs)
+            if i in self.tap_rows:
+                maps.append(x)
+        return maps
 
     def _runs_image_by_image(self, x: torch.Tensor) -> bool:
         """CPU inference of a batch of large images runs them one at a time (exact: every
@@ -406,12 +405,8 @@ class ParameterNet(BaseBackbone):
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         """ImageNet logits (official head: GAP, ``conv_head`` + act, dropout 0.2, linear)."""
-        if self.num_classes is None:
-            raise ValueError(f'{type(self).__name__} was built without a head; pass '
-                             'num_classes=1000 to use classify().')
-        x = self._stem(x)
-        for row in self.blocks:
-            x = self._run_row(row, x)
+        self.require_classifier()
+        x = self.forward_stages(x)[-1]  # blocks.9: the head needs with_final_conv
         x = self.act2(self.conv_head(x.mean((2, 3), keepdim=True))).flatten(1)
         return self.classifier(F.dropout(x, HEAD_DROPOUT, self.training))
 

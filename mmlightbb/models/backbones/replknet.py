@@ -20,8 +20,8 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..layers import (ConvBN, CSPStage, DepthwiseLargeKernelConv2d, bn_scale_shift,
-                      cpu_channels_last, nchw_outputs, parse_csp_cfg)
-from .base import BaseBackbone
+                      cpu_channels_last, nchw_outputs)
+from .base import NUM_OUTPUTS, BaseBackbone
 
 
 class ReparamLargeKernelConv(nn.Module):
@@ -250,11 +250,10 @@ class RepLKNet(BaseBackbone):
                  with_cp: bool = False,
                  csp: Optional[dict] = None,
                  init_cfg=None):
-        super().__init__(arch, in_channels, out_indices, frozen_stages, norm_eval, with_cp,
-                         init_cfg)
-        if csp is None and self.arch_name.startswith('csp-'):
-            csp = dict(ratio=0.5)
-        self.csp = parse_csp_cfg(csp, f'{type(self).__name__}(arch={self.arch_name!r})')
+        super().__init__(arch=arch, in_channels=in_channels, out_indices=out_indices,
+                         frozen_stages=frozen_stages, norm_eval=norm_eval,
+                         num_classes=num_classes, with_cp=with_cp, init_cfg=init_cfg)
+        self.csp = self.parse_csp(csp)
         kernels = list(self.arch['large_kernel_sizes'])
         depths = list(self.arch['depths'])
         channels = list(self.arch['channels'])
@@ -262,10 +261,9 @@ class RepLKNet(BaseBackbone):
         dw_ratio = self.arch['dw_ratio'] if dw_ratio is None else dw_ratio
         if norm_output is None:
             norm_output = self.arch_name == 'XL' and num_classes is None
-        self._check_args(kernels, depths, channels, small_kernel, dw_ratio, mlp_ratio,
-                         drop_path_rate, num_classes, norm_cfg)
+        self._check_args(kernels, depths, channels, small_kernel, dw_ratio, mlp_ratio, norm_cfg)
+        stage_drop_path_rates = self.drop_path_rates(drop_path_rate, depths)
         self.stage_channels = channels
-        self.num_classes = num_classes
         self.norm_output = norm_output
 
         c0 = channels[0]
@@ -274,19 +272,18 @@ class RepLKNet(BaseBackbone):
             ConvBN(c0, c0, 3, 1, groups=c0, norm_cfg=norm_cfg, act_cfg=act_cfg),
             ConvBN(c0, c0, 1, 1, norm_cfg=norm_cfg, act_cfg=act_cfg),
             ConvBN(c0, c0, 3, 2, groups=c0, norm_cfg=norm_cfg, act_cfg=act_cfg)])
-        rates = torch.linspace(0, drop_path_rate, sum(depths), device='cpu').tolist()
         self.stages = nn.ModuleList()
         self.transitions = nn.ModuleList()
-        for i, (c, kernel) in enumerate(zip(channels, kernels)):
+        for i, (c, kernel, rates) in enumerate(zip(channels, kernels, stage_drop_path_rates)):
             if self.csp is not None:
                 self.stages.append(self._csp_stage(
-                    i, channels, kernel, rates[sum(depths[:i]):sum(depths[:i + 1])],
-                    small_kernel, dw_ratio, mlp_ratio, norm_cfg, act_cfg,
-                    small_kernel_merged or deploy, norm_output and i in self.out_indices))
+                    i, channels, kernel, rates, small_kernel, dw_ratio, mlp_ratio, norm_cfg,
+                    act_cfg, small_kernel_merged or deploy,
+                    norm_output and i in self.out_indices))
                 continue
             self.stages.append(RepLKNetStage(
-                c, kernel, rates[sum(depths[:i]):sum(depths[:i + 1])], small_kernel, dw_ratio,
-                mlp_ratio, norm_cfg, act_cfg, small_kernel_merged or deploy,
+                c, kernel, rates, small_kernel, dw_ratio, mlp_ratio, norm_cfg, act_cfg,
+                small_kernel_merged or deploy,
                 # only returned maps get a norm: an unused one would idle under DDP
                 norm_output=norm_output and i in self.out_indices))
             if i < 3:
@@ -321,8 +318,8 @@ class RepLKNet(BaseBackbone):
         return stage
 
     def _check_args(self, kernels, depths, channels, small_kernel, dw_ratio, mlp_ratio,
-                    drop_path_rate, num_classes, norm_cfg):
-        name = f'{type(self).__name__}(arch={self.arch_name!r})'
+                    norm_cfg):
+        name = self.name_with_arch
         for key, values in (('large_kernel_sizes', kernels), ('depths', depths),
                             ('channels', channels)):
             if len(values) != 4 or any(not isinstance(v, int) or v < 1 for v in values):
@@ -342,12 +339,6 @@ class RepLKNet(BaseBackbone):
                              f'{dw_ratio!r}.')
         if not isinstance(mlp_ratio, (int, float)) or any(int(c * mlp_ratio) < 1 for c in channels):
             raise ValueError(f'{name}: mlp_ratio must be > 0 (official: 4), got {mlp_ratio!r}.')
-        if not 0 <= drop_path_rate < 1:
-            raise ValueError(f'{name}: drop_path_rate must be in [0, 1), got {drop_path_rate!r}.')
-        if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):
-            raise ValueError(f'{name}: num_classes must be None (detection: no head) or a '
-                             f'positive int (1000 for the ImageNet checkpoints), got '
-                             f'{num_classes!r}.')
         if not isinstance(build_norm_layer(norm_cfg, 8)[1], _BatchNorm):
             raise ValueError(f'{name}: norm_cfg={norm_cfg!r} must build a BatchNorm (BN, SyncBN): '
                              'RepLKNet folds every norm into a conv at deploy.')
@@ -363,9 +354,8 @@ class RepLKNet(BaseBackbone):
             modules.insert(0, self.transitions[index - 2])
         return modules
 
-    def forward_stages(self, x: torch.Tensor, last_stage: int = 3) -> List[torch.Tensor]:
-        """The maps after stages 0..``last_stage`` (later stages would feed nothing), without
-        output norms."""
+    def forward_stages(self, x: torch.Tensor,
+                       last_stage: int = NUM_OUTPUTS - 1) -> List[torch.Tensor]:
         self.check_input(x)
         x = self.stem[0](cpu_channels_last(x, self.cpu_channels_last and not self.training))
         for layer in self.stem[1:]:
@@ -390,9 +380,7 @@ class RepLKNet(BaseBackbone):
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         """ImageNet logits of the official classification model (needs ``num_classes``)."""
-        if self.num_classes is None:
-            raise ValueError(f'{type(self).__name__}.classify needs the classification head: '
-                             'build the model with num_classes=1000 (or your class count).')
+        self.require_classifier()
         x = self.forward_stages(x)[-1]
         return self.head(torch.flatten(F.adaptive_avg_pool2d(self.norm(x), 1), 1))
 

@@ -20,11 +20,15 @@ from .conv_bn import ConvBN
 BlockBuilder = Callable[[int], Union[nn.Module, Sequence[nn.Module]]]
 
 
+def check_csp_ratio(ratio, owner: str = 'CSP stage') -> None:
+    if not isinstance(ratio, (int, float)) or not 0 < ratio < 1:
+        raise ValueError(f'{owner}: csp ratio must be in (0, 1) (the share of the stage width that '
+                         f'runs through the blocks; 0.5 in CSPConvNeXt), got {ratio!r}')
+
+
 def csp_split(mid_channels: int, ratio: float) -> int:
     """Channels of the block part of a ``mid_channels``-wide CSP stage split at ``ratio``."""
-    if not isinstance(ratio, (int, float)) or not 0 < ratio < 1:
-        raise ValueError(f'CSP stage: ratio must be in (0, 1) (the share of the stage width that '
-                         f'runs through the blocks; 0.5 in CSPConvNeXt), got {ratio!r}')
+    check_csp_ratio(ratio)
     part = mid_channels * ratio
     if part != int(part) or not 0 < int(part) < mid_channels:
         raise ValueError(f'CSP stage: ratio {ratio} of the inner width {mid_channels} is '
@@ -107,6 +111,5 @@ def parse_csp_cfg(csp, owner: str) -> Optional[dict]:
         raise ValueError(f'{owner}: csp has unknown keys {unknown}; the only key is ratio (the '
                          'share of each stage width that runs through the blocks, default 0.5)')
     cfg = dict(dict(ratio=0.5), **csp)
-    if not isinstance(cfg['ratio'], (int, float)) or not 0 < cfg['ratio'] < 1:
-        raise ValueError(f"{owner}: csp ratio must be in (0, 1), got {cfg['ratio']!r}")
+    check_csp_ratio(cfg['ratio'], owner)
     return cfg
