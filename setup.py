@@ -23,7 +23,7 @@ setup(
     # ImageNet pre-training (configs/imagenet/): mmpretrain, which also needs a torchvision built
     # for the installed torch (tools/install.sh picks it; pip cannot express that either)
     extras_require={'pretrain': ['mmpretrain==1.2.0'],
-                    # tools/export.py, tools/benchmark.py --backend onnxruntime|openvino
-                    'export': ['onnx', 'onnxruntime', 'openvino']},
+                    # tools/export.py (--precision int8: nncf), tools/benchmark.py --backend
+                    'export': ['onnx', 'onnxruntime', 'openvino', 'nncf']},
     license='Apache-2.0',
 )

@@ -16,6 +16,7 @@ fail() { echo "install: $*" >&2; exit 1; }
 if "$PYTHON" -I - "$(pwd)" <<'PY' 2>/dev/null
 import importlib.util, os, sys, mmcv, mmcv.ops, mmdet, mmengine, torch, pycocotools, pytest
 import onnx, onnxruntime, openvino
+assert importlib.util.find_spec('nncf')
 assert (mmcv.__version__, mmdet.__version__, mmengine.__version__) == ('2.1.0', '3.3.0', '0.10.7')
 assert importlib.util.find_spec('mmpretrain')
 assert torch.__version__.startswith('2.13.0')
@@ -48,10 +49,11 @@ fi
 
 $PIP install -q mmdet==3.3.0 || fail "could not install mmdet 3.3.0"
 
-# Export and runtimes (tools/export.py, tools/benchmark.py --backend): pure wheels that leave the
-# stack above unchanged (checked with pip install --dry-run: onnx 1.23, onnxruntime 1.32,
-# openvino 2026.4 next to torch 2.13 / mmcv 2.1.0 / mmdet 3.3.0 / mmengine 0.10.7).
-$PIP install -q onnx onnxruntime openvino || fail "could not install onnx/onnxruntime/openvino"
+# Export, runtimes and INT8 (tools/export.py, tools/benchmark.py --backend, --precision int8):
+# wheels that leave the stack above unchanged (checked with pip install --dry-run: onnx 1.23,
+# onnxruntime 1.32, openvino 2026.4, nncf 3.4 (+ scikit-learn) next to torch 2.13 / mmcv 2.1.0 /
+# mmdet 3.3.0 / mmengine 0.10.7).
+$PIP install -q onnx onnxruntime openvino nncf || fail "could not install onnx/onnxruntime/openvino/nncf"
 
 # mmpretrain 1.2.0 for ImageNet pre-training (configs/imagenet/). It adds small pure-Python
 # packages and changes nothing of the stack above. It imports torchvision, which must be built for
