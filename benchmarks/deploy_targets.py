@@ -13,6 +13,10 @@ Runtime and OpenVINO are pinned to ``--threads``. Batch 1 unless stated.
   384; out_indices 1..3, random init with randomized BN statistics, deployed. "pytorch fp32" is
   the project's fastest CPU path (channels_last, FasterNet's GEMM blocks), "pytorch bf16" the same
   under bf16 autocast, the runtimes run the exported plain NCHW graph (``tools/export.py``).
+* int8 (every backbone and detector): ONNX Runtime (QDQ, per-channel) and OpenVINO (NNCF) INT8
+  graphs of the same export, quantized on random inputs (latency does not depend on their
+  content; accuracy is measured with ``tools/test.py --precision int8`` on real images); target
+  for the detectors: OpenVINO int8 <= 0.6x OpenVINO bf16.
 * detectors (target <= 0.6x): YOLOX-s with FasterNet-T2 and with CSPConvNeXt-tiny at 640, the
   shipped configs with random weights, deployed; PyTorch sides = ``model.test_step`` (data
   preprocessor, backbone, neck, head, box decoding and NMS); runtime sides = the same data
@@ -49,12 +53,13 @@ from mmengine.optim import build_optim_wrapper
 from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 
-from mmlightbb.analysis.benchmark import (autocast_context, build_detector, cpu_bf16_support,
-                                          cpu_name, deploy_model, make_batch, max_rel_diff,
-                                          profile_ops, time_interleaved)
+from mmlightbb.analysis.benchmark import (autocast_compute, autocast_context, build_detector,
+                                          cpu_bf16_support, cpu_name, deploy_model, make_batch,
+                                          max_rel_diff, profile_ops, time_interleaved)
 from mmlightbb.analysis.export import (export_model, load_runtime, prepare_for_export,
                                        prepare_with_nms)
 from mmlightbb.analysis.pipeline import short_schedule_config
+from mmlightbb.analysis.quantize import MIN_CALIBRATION_IMAGES, quantize_exported
 from mmlightbb.datasets import make_sonar_dataset
 from mmlightbb.models.layers import randomize_bn_stats
 
@@ -69,7 +74,8 @@ BACKBONES = [  # label, backbone config, input side
 ]
 DETECTORS = [('YOLOX FasterNet-T2', 'configs/yolox_fasternet.py'),
              ('YOLOX CSPConvNeXt-tiny', 'configs/yolox_cspconvnext.py')]
-LIMITS = dict(backbones=0.6, detectors=0.6, training=0.7)
+LIMITS = dict(backbones=0.6, detectors=0.6, training=0.7, int8=0.6)
+CALIBRATION_INPUTS = MIN_CALIBRATION_IMAGES  # random inputs: latency does not depend on them
 
 
 def as_tensors(out):
@@ -77,15 +83,30 @@ def as_tensors(out):
             for o in (out if isinstance(out, (list, tuple)) else [out])]
 
 
-def runtime_sides(module, x, tmp, key, threads, bf16):
-    """{side: fn(array) -> outputs} of ``module`` exported to ONNX Runtime and OpenVINO."""
+def runtime_sides(module, x, tmp, key, threads, bf16, calibration):
+    """{side: fn(array) -> outputs} of ``module`` exported to ONNX Runtime and OpenVINO, fp32,
+    bf16 (OpenVINO) and INT8 (both; quantized on the ``calibration`` arrays)."""
     onnx_path = export_model(module, x, osp.join(tmp, f'{key}.onnx'), 'onnx')
     xml_path = export_model(module, x, osp.join(tmp, f'{key}.xml'), 'openvino')
     sides = {'onnxruntime fp32': load_runtime(onnx_path, 'onnx', threads),
              'openvino f32': load_runtime(xml_path, 'openvino', threads, 'fp32')}
     if bf16:
         sides['openvino bf16'] = load_runtime(xml_path, 'openvino', threads, 'bf16')
+    for fmt, path, name in (('onnx', onnx_path, 'onnxruntime int8'),
+                            ('openvino', xml_path, 'openvino int8')):
+        int8 = osp.join(tmp, f'{key}_int8{osp.splitext(path)[1]}')
+        quantize_exported(None, None, path, fmt, int8, calibration)
+        sides[name] = load_runtime(int8, fmt, threads, 'int8')
     return sides
+
+
+def int8_target(rows, label):
+    """The INT8 target of a detector: OpenVINO int8 <= 0.6x OpenVINO bf16 (f32 without bf16)."""
+    by_side = {r['side']: r['median_ms'] for r in rows}
+    base = 'openvino bf16' if 'openvino bf16' in by_side else 'openvino f32'
+    ratio = by_side['openvino int8'] / by_side[base]
+    return dict(group='int8', model=f'{label} (vs {base})', limit=LIMITS['int8'],
+                best_side='openvino int8', best_ratio=ratio, passed=ratio <= LIMITS['int8'])
 
 
 def time_row(group, label, sides, args, diffs, note=''):
@@ -123,7 +144,10 @@ def backbone_rows(args, bf16, tmp):
             sides['pytorch bf16'] = run_bf16
         arr = x.numpy()
         module = prepare_for_export(model, deploy=False)
-        for name, run in runtime_sides(module, x, tmp, label, args.threads, bf16).items():
+        calibration = [torch.randn(1, 3, side, side, generator=torch.Generator().manual_seed(i))
+                       .numpy() for i in range(1, CALIBRATION_INPUTS + 1)]
+        for name, run in runtime_sides(module, x, tmp, label, args.threads, bf16,
+                                       calibration).items():
             sides[name] = lambda run=run: run(arr)
         with torch.no_grad():
             ref = model(x)
@@ -166,15 +190,17 @@ def detector_rows(args, bf16, tmp):
         sides = {'pytorch fp32': lambda: model.test_step(batch)}
         if bf16:
             def run_bf16(model=model, batch=batch):
-                with autocast_context('bf16', 'cpu'):
+                with autocast_compute(model, 'bf16', 'cpu'):  # post-processing in fp32
                     return model.test_step(batch)
             sides['pytorch bf16'] = run_bf16
         with torch.no_grad():
             x = model.data_preprocessor(batch, False)['inputs']
         module = prepare_with_nms(model, (side, side))
-
+        with torch.no_grad():
+            calibration = [model.data_preprocessor(make_batch(1, (side, side), seed=i), False)
+                           ['inputs'].numpy() for i in range(1, CALIBRATION_INPUTS + 1)]
         for name, run in runtime_sides(module, x, tmp, label.replace(' ', '_'), args.threads,
-                                       bf16).items():
+                                       bf16, calibration).items():
             def run_exported(run=run, model=model, batch=batch):
                 inputs = model.data_preprocessor(batch, False)['inputs']
                 return run(inputs.numpy())
@@ -186,7 +212,7 @@ def detector_rows(args, bf16, tmp):
                         note='random weights: detections are near-threshold noise; the '
                         'equality of detections is tested in tests/test_export.py')
         rows += r
-        targets.append(t)
+        targets += [t, int8_target(r, f'{label} @{side}')]
         print(f'{label}: done', file=sys.stderr)
     return rows, targets
 
@@ -283,13 +309,13 @@ def main():
     print(f'load average (1/5/15 min) before {load_before[0]:.2f}/{load_before[1]:.2f}/'
           f'{load_before[2]:.2f}, after {load_after[0]:.2f}/{load_after[1]:.2f}/'
           f'{load_after[2]:.2f}')
-    width = max([len('model')] + [len(r['model']) for r in rows]) + 1
+    width = max([len('model')] + [len(r['model']) for r in rows + targets]) + 1
     print(f"{'model':<{width}}| {'side':<17}| {'median ms':>9} | {'vs fp32':>7} | diff to fp32")
     print('-' * width + '+' + '-' * 18 + '+' + '-' * 11 + '+' + '-' * 9 + '+' + '-' * 30)
     for r in rows:
         print(f"{r['model']:<{width}}| {r['side']:<17}| {r['median_ms']:9.1f} | "
               f"{r['ratio']:7.2f} | {fmt_diff(r['diff'])}")
-    print('\ntargets (the fastest side / pytorch fp32):')
+    print('\ntargets (the fastest side / pytorch fp32; int8: openvino int8 / openvino bf16):')
     for t in targets:
         best = 'no side' if t['best_side'] is None else \
             f"{t['best_side']} {t['best_ratio']:.2f}x"

@@ -9,7 +9,9 @@ in fp32; ``fp16`` is CUDA only.
 ``--backend onnxruntime|openvino`` (YOLOX) evaluates the deployed file instead of PyTorch: the
 detector is exported with box decoding and NMS in the graph (``tools/export.py --with-nms``) at the
 config's test scale into a temporary folder, and the test loop (batch 1) takes its predictions from
-the runtime; OpenVINO also runs ``--precision bf16``, ONNX Runtime fp32 only.
+the runtime; OpenVINO also runs ``--precision bf16``; both run ``--precision int8``: the graph
+quantized as ``tools/export.py --precision int8`` does (``--calib FOLDER`` of training images),
+so the INT8 mAP is the one measured in the runtime.
 """
 import argparse
 import contextlib
@@ -22,7 +24,8 @@ from mmengine.evaluator import DumpResults
 import mmlightbb  # noqa: F401  (registers backbones, datasets, the test loop and the runner)
 from mmlightbb.analysis.benchmark import RUNTIME_PRECISIONS
 from mmlightbb.analysis.export import (ExportError, build_for_export, export_with_nms,
-                                       exported_predictions, input_shape)
+                                       exported_predictions, input_shape, prepare_with_nms)
+from mmlightbb.analysis.quantize import QuantizationSettings, export_int8
 from mmlightbb.datasets.sonar import UnreadableImageError
 from mmlightbb.engine import CheckpointFormatError, UnsafeCheckpointError
 from mmlightbb.engine.config import add_runner_args, config_from_args
@@ -39,9 +42,18 @@ def parse_args():
                         help='dump predictions to a pickle file (.pkl) for offline evaluation')
     parser.add_argument('--show', action='store_true', help='show prediction results')
     parser.add_argument('--show-dir', help='directory (inside the work dir) to save drawn images')
-    parser.add_argument('--precision', choices=['fp32', 'bf16', 'fp16'], default='fp32',
+    parser.add_argument('--precision', choices=['fp32', 'bf16', 'fp16', 'int8'], default='fp32',
                         help='fp32 (default); bf16 autocast on CPUs with native bf16 (else fp32 '
-                        'with a warning); fp16 autocast, CUDA only')
+                        'with a warning); fp16 autocast, CUDA only; int8: --backend onnxruntime/'
+                        'openvino, the exported graph quantized on --calib images')
+    parser.add_argument('--calib', help='int8: a folder of training images (found recursively)')
+    parser.add_argument('--calib-images', type=int, default=300,
+                        help='int8: how many of them calibrate (default 300)')
+    parser.add_argument('--max-drop', type=float,
+                        help='int8, openvino: NNCF accuracy control (VOC mAP50 drop allowed on '
+                        'the first --val-images test images)')
+    parser.add_argument('--val-images', type=int, default=100,
+                        help='--max-drop: validation images (default 100)')
     parser.add_argument('--backend', choices=['pytorch', 'onnxruntime', 'openvino'],
                         default='pytorch', help='pytorch (default); onnxruntime / openvino: '
                         'evaluate the YOLOX detector exported with box decoding and NMS (batch 1, '
@@ -66,13 +78,18 @@ def set_test_precision(cfg, precision: str) -> str:
     return ran
 
 
-def export_for_test(args, cfg, folder: str) -> str:
+def export_for_test(args, cfg, folder: str, int8_settings) -> str:
     """The checkpoint's YOLOX detector exported with decoding and NMS at the test scale."""
-    model, _ = build_for_export(args.config, args.checkpoint, args.cfg_options)
+    model, model_cfg = build_for_export(args.config, args.checkpoint, args.cfg_options)
     fmt = 'onnx' if args.backend == 'onnxruntime' else 'openvino'
     path = osp.join(folder, 'detector.onnx' if fmt == 'onnx' else 'detector.xml')
     shape = input_shape(cfg, None, args.config)
-    export_with_nms(model, shape, path, fmt)
+    if args.precision == 'int8':
+        int8 = export_int8(prepare_with_nms(model, shape), model, model_cfg, shape, path, fmt,
+                           int8_settings)
+        print(f'int8: calibrated on {int8.images} images of {args.calib}')
+    else:
+        export_with_nms(model, shape, path, fmt)
     print(f'evaluating {args.config} exported with box decoding and NMS, {shape[0]}x{shape[1]}, '
           f'in {args.backend} ({args.precision})')
     return path
@@ -86,6 +103,17 @@ def main():
         raise SystemExit(f'--out must be a .pkl/.pickle file, got {args.out!r}')
     cfg = config_from_args(args)
     cfg.load_from = args.checkpoint
+    if args.precision == 'int8' and args.backend == 'pytorch':
+        raise SystemExit('error: --precision int8 runs in a runtime: add --backend openvino or '
+                         '--backend onnxruntime (and --calib FOLDER of training images)')
+    if args.precision != 'int8' and (args.calib or args.max_drop is not None):
+        raise SystemExit('error: --calib and --max-drop are for --precision int8')
+    try:
+        int8_settings = (QuantizationSettings(args.calib, args.calib_images, args.max_drop,
+                                              args.val_images)
+                         if args.precision == 'int8' else None)
+    except ExportError as err:
+        raise SystemExit(f'error: {err}') from None
     if args.backend == 'pytorch':
         set_test_precision(cfg, args.precision)
     elif args.precision not in RUNTIME_PRECISIONS[args.backend]:
@@ -113,7 +141,7 @@ def main():
         with contextlib.ExitStack() as stack:
             if args.backend != 'pytorch':
                 path = export_for_test(args, cfg, stack.enter_context(tempfile.TemporaryDirectory(
-                    prefix='mmlightbb-test-')))
+                    prefix='mmlightbb-test-')), int8_settings)
                 stack.enter_context(exported_predictions(
                     runner.model, path, 'onnx' if args.backend == 'onnxruntime' else 'openvino',
                     precision=args.precision))

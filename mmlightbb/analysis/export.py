@@ -38,6 +38,7 @@ from mmengine.runner import load_checkpoint
 from mmengine.structures import InstanceData
 from torch import nn
 
+from ..engine.checkpoint import runner_checkpoint_loading
 from ..engine.fileio import atomic_files
 from ..engine.precision import replaced_test_step
 from ..models.layers import set_cpu_channels_last
@@ -172,10 +173,11 @@ def load_runtime(path: str, fmt: str, threads: Optional[int] = None, precision: 
     """A function running the exported file on one NCHW float32 array and returning its outputs.
     Session creation / compilation happens here, once. ``threads`` pins the runtime's intra-op
     threads (ORT ``intra_op_num_threads``, OpenVINO ``INFERENCE_NUM_THREADS``); ``precision``
-    'fp32' or 'bf16' (OpenVINO's ``INFERENCE_PRECISION_HINT``; ORT runs fp32 only)."""
+    'fp32' or 'bf16' (OpenVINO's ``INFERENCE_PRECISION_HINT``; ORT runs fp32 only), or 'int8'
+    for a file :mod:`.quantize` wrote (its float parts run fp32)."""
     if fmt == 'onnx':
-        if precision != 'fp32':
-            raise ExportError('onnxruntime runs the fp32 graph; use precision fp32')
+        if precision not in ('fp32', 'int8'):
+            raise ExportError('onnxruntime runs the fp32 or an int8 graph; use precision fp32')
         ort = require('onnxruntime')
         opts = ort.SessionOptions()
         if threads:
@@ -203,12 +205,14 @@ def load_runtime(path: str, fmt: str, threads: Optional[int] = None, precision: 
     raise ExportError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
 
 
-def check_export(module: nn.Module, path: str, fmt: str, x: torch.Tensor) -> float:
+def check_export(module: nn.Module, path: str, fmt: str, x: torch.Tensor,
+                 precision: str = 'fp32') -> float:
     """Max relative difference (``max|ref - out| / max|ref|`` over outputs) between ``module``
-    in PyTorch and the exported file in its runtime (fp32) on ``x``."""
+    in PyTorch and the exported file in its runtime (``precision``: fp32, or int8 for a
+    quantized file) on ``x``."""
     with torch.no_grad():
         ref = [t.float() for t in module(x)]
-    outs = load_runtime(path, fmt)(x.numpy())
+    outs = load_runtime(path, fmt, precision=precision)(x.numpy())
     return max_rel_diff(ref, [torch.from_numpy(np.asarray(o)).float() for o in outs])
 
 
@@ -227,8 +231,9 @@ def build_for_export(config: str, checkpoint: Optional[str] = None,
         if not osp.isfile(checkpoint):
             raise ExportError(f'checkpoint not found: {checkpoint!r}')
         try:
-            load_checkpoint(model, checkpoint, map_location='cpu', strict=True,
-                            logger='silent')
+            with runner_checkpoint_loading(checkpoint):
+                load_checkpoint(model, checkpoint, map_location='cpu', strict=True,
+                                logger='silent')
         except RuntimeError as err:
             lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
             detail = '; '.join(lines[:3])[:400]

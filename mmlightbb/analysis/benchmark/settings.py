@@ -9,8 +9,9 @@ from ...engine.precision import PRECISIONS, TORCH_DTYPE_NAMES, resolve_precision
 __all__ = ['BenchmarkSettings', 'BACKENDS', 'RUNTIME_PRECISIONS']
 
 BACKENDS = ('pytorch', 'onnxruntime', 'openvino')
-# what each export runtime runs: ORT the fp32 graph, OpenVINO also bf16 (INFERENCE_PRECISION_HINT)
-RUNTIME_PRECISIONS = {'onnxruntime': ('fp32', ), 'openvino': ('fp32', 'bf16')}
+# what each export runtime runs: ORT the fp32 graph, OpenVINO also bf16 (INFERENCE_PRECISION_HINT);
+# both an INT8 graph that analysis.quantize wrote
+RUNTIME_PRECISIONS = {'onnxruntime': ('fp32', 'int8'), 'openvino': ('fp32', 'bf16', 'int8')}
 
 
 @dataclasses.dataclass(frozen=True)
