@@ -1,9 +1,9 @@
 """Named ImageNet weights: download once into torch's hub cache, check, load.
 
 ``init_cfg=dict(type='Pretrained', checkpoint='mmlightbb://fasternet_t2')`` reaches
-:func:`load_from_mmlightbb` through mmengine's ``CheckpointLoader`` (the scheme is registered by
-:mod:`.patches`). It looks the name up in :data:`mmlightbb.models.pretrained.PRETRAINED`,
-returns the cached file ``torch.hub.get_dir()/checkpoints/<file_name>`` or downloads it there
+:func:`load_from_mmlightbb` through mmengine's ``CheckpointLoader`` (a new scheme, registered
+when this module is imported; mmengine's own schemes stay as they are). It looks the name up in
+:data:`mmlightbb.models.pretrained.PRETRAINED`, returns the cached file ``torch.hub.get_dir()/checkpoints/<file_name>`` or downloads it there
 first, and reads it with :func:`.checkpoint.safe_load` (``weights_only=True``). The backbone's
 ``load_pretrained`` then converts the key layout and logs its key report.
 
@@ -31,6 +31,7 @@ from typing import Optional, Union
 import torch
 from mmengine.dist import barrier, get_dist_info
 from mmengine.logging import print_log
+from mmengine.runner.checkpoint import CheckpointLoader
 
 from ..models.pretrained import SCHEME, PretrainedWeights, get_weights, weights_name
 from .checkpoint import CheckpointFormatError, safe_load
@@ -176,3 +177,6 @@ def load_from_mmlightbb(filename: str, map_location=None):
     print_log(f'{SCHEME}{name}: {entry.family}(arch={entry.arch!r}) {entry.trained_on} '
               f'weights from {path}', logger='current')
     return safe_load(path, map_location=map_location or 'cpu')
+
+
+CheckpointLoader.register_scheme(SCHEME, load_from_mmlightbb)

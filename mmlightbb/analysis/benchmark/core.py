@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from ..complexity import count_macs, count_params
-from ...engine.precision import TORCH_DTYPE_NAMES, autocast_context, resolve_precision
+from ...engine.precision import (TORCH_DTYPE_NAMES, autocast_compute, autocast_context,
+                                 resolve_precision)
 from .inputs import (backbone_layout, build_detector, conv_input_layouts, count_bn, deploy_model,
                      find_test_scale, flatten_outputs, in_channels_of, load_test_batches,
                      make_batch, max_rel_diff)
@@ -200,7 +201,7 @@ def _benchmark(model, s: BenchmarkSettings, batches, images_info, source):
                                 for b in batches])
 
         def fn():
-            with autocast_context(precision, device):
+            with autocast_compute(timed, precision, device):  # post-processing in fp32
                 return timed.test_step(dict(next(feed)))
         unit = (f'model.test_step(batch) = data_preprocessor + backbone + neck + head + '
                 f'post-processing/NMS on {images} already on {device}'
