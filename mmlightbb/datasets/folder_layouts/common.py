@@ -4,9 +4,7 @@ import os
 import os.path as osp
 from typing import List, Optional, Sequence
 
-from ..voc2coco import IMG_EXTS
-
-IMAGE_EXTS = tuple(IMG_EXTS) + ('.webp', '.pgm', '.ppm')
+IMAGE_EXTS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp', '.pgm', '.ppm')
 TRAIN_NAMES = ('train', 'training')
 VAL_NAMES = ('val', 'valid', 'validation')
 TEST_NAMES = ('test', 'testing')

@@ -97,8 +97,20 @@ def read_dataset(root: str, classes: Optional[Sequence[str]] = None, layout: Opt
         if not order:  # no names: class<id>, by id
             order = sorted({b['name'] for im in images for b in im['boxes']},
                            key=lambda n: int(n[5:]))
-    # Decode every image once: its true size (for YOLO's normalised boxes, missing VOC sizes) and
-    # whether it is readable; unreadable ones are left out of both splits.
+    keep = decode_images(images, root, report)
+    remap = {old: new for new, old in enumerate(keep)}
+    images = [images[i] for i in keep]
+    if splits is not None:
+        splits = {k: [remap[i] for i in v if i in remap] for k, v in splits.items()}
+    return dict(root=root, layout=layout, images=images, splits=splits, split_source=desc,
+                class_names_source=names_src, class_order=list(order), report=report)
+
+
+def decode_images(images: Sequence[dict], root: str, report: Dict[str, List[str]]) -> List[int]:
+    """Decode every image once: its true size (for YOLO's normalised boxes, missing VOC sizes),
+    its boxes clipped to it (under a pixel wide or high: ``report['invalid_box']``), in place.
+    Returns the indices of the readable images; the others go to ``report['unreadable_image']``
+    (path relative to ``root``), to be left out of every split."""
     keep = []
     for i, im in enumerate(images):
         img = _imread_quiet(im['path'])
@@ -121,17 +133,14 @@ def read_dataset(root: str, classes: Optional[Sequence[str]] = None, layout: Opt
             boxes.append(b)
         im['boxes'] = boxes
         keep.append(i)
-    remap = {old: new for new, old in enumerate(keep)}
-    images = [images[i] for i in keep]
-    if splits is not None:
-        splits = {k: [remap[i] for i in v if i in remap] for k, v in splits.items()}
-    return dict(root=root, layout=layout, images=images, splits=splits, split_source=desc,
-                class_names_source=names_src, class_order=list(order), report=report)
+    return keep
 
 
 # ------------------------------------------------------------------------------ conversion
-def _to_coco(images: Sequence[dict], ids: Sequence[int], classes: Sequence[str], root: str,
-             split: str) -> dict:
+def to_coco(images: Sequence[dict], ids: Sequence[int], classes: Sequence[str], root: str,
+            description: str) -> dict:
+    """COCO dict of ``images[ids]`` (``file_name`` relative to ``root``); boxes of other classes
+    are left out."""
     cat = {n: i + 1 for i, n in enumerate(classes)}
     out_images, anns = [], []
     for i in ids:
@@ -147,8 +156,7 @@ def _to_coco(images: Sequence[dict], ids: Sequence[int], classes: Sequence[str],
                              bbox=[round(x1, 2), round(y1, 2), round(x2 - x1, 2),
                                    round(y2 - y1, 2)],
                              area=round((x2 - x1) * (y2 - y1), 2), iscrowd=int(b['ignore'])))
-    return dict(info=dict(description=f'{split} split of {root} (mmlightbb prepare_dataset)',
-                          image_root=root),
+    return dict(info=dict(description=description, image_root=root),
                 images=out_images, annotations=anns,
                 categories=[dict(id=i + 1, name=n, supercategory='none')
                             for i, n in enumerate(classes)])
@@ -241,7 +249,8 @@ def prepare_dataset(root: str, out_dir: str, classes: Optional[Sequence[str]] = 
     texts = []
     for part, minimum, opt in (('train', min_train_images, 'training'),
                                ('test', min_test_images, 'test')):
-        coco = _to_coco(images, splits[part], classes, root, part)
+        coco = to_coco(images, splits[part], classes, root,
+                       f'{part} split of {root} (mmlightbb prepare_dataset)')
         n_img = len(coco['images'])
         n_box = sum(1 for a in coco['annotations'] if not a['iscrowd'])
         if n_img < minimum:
