@@ -22,6 +22,10 @@ Runtime and OpenVINO are pinned to ``--threads``. Batch 1 unless stated.
   preprocessor, backbone, neck, head, box decoding and NMS); runtime sides = the same data
   preprocessor in PyTorch, then the exported graph with decoding and NMS in it
   (``tools/export.py --with-nms``).
+* cascade (no target: what exporting would save): Cascade R-CNN with FasterNet-T2 at 640, random
+  weights, deployed: its whole ``test_step``, its backbone + neck (``extract_feat``) in PyTorch and
+  exported to every runtime side, and the projected ``test_step`` with that part exported (RPN and
+  RoI stages stay in PyTorch), so that one can judge whether exporting the RoI stages would pay.
 * training (target <= 0.7x): one YOLOX training iteration of the demo
   (``configs/yolox_fasternet.py`` rescaled by ``short_schedule_config``: 160x160, batch 8, from
   scratch) in fp32
@@ -64,7 +68,7 @@ from mmlightbb.datasets import make_sonar_dataset
 from mmlightbb.models.layers import randomize_bn_stats
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-GROUPS = ('backbones', 'detectors', 'training')
+GROUPS = ('backbones', 'detectors', 'cascade', 'training')
 BACKBONES = [  # label, backbone config, input side
     ('FasterNet-T2', dict(type='FasterNet', arch='t2'), 640),
     ('CSPConvNeXt-tiny', dict(type='CSPConvNeXt', arch='tiny'), 640),
@@ -74,6 +78,7 @@ BACKBONES = [  # label, backbone config, input side
 ]
 DETECTORS = [('YOLOX FasterNet-T2', 'configs/yolox_fasternet.py'),
              ('YOLOX CSPConvNeXt-tiny', 'configs/yolox_cspconvnext.py')]
+CASCADE = ('Cascade R-CNN FasterNet-T2', 'configs/cascade_rcnn_fasternet.py')
 LIMITS = dict(backbones=0.6, detectors=0.6, training=0.7, int8=0.6)
 CALIBRATION_INPUTS = MIN_CALIBRATION_IMAGES  # random inputs: latency does not depend on them
 
@@ -217,6 +222,46 @@ def detector_rows(args, bf16, tmp):
     return rows, targets
 
 
+def cascade_rows(args, bf16, tmp):
+    """What exporting Cascade R-CNN's backbone + neck would save: its whole test_step, its
+    backbone + neck (extract_feat) in PyTorch and exported (every runtime side), interleaved;
+    the projected test_step = whole - extract_feat (PyTorch) + extract_feat (runtime)."""
+    label, config = CASCADE
+    side = 96 if args.quick else 640
+    torch.manual_seed(0)
+    model, _ = build_detector(osp.join(REPO, config), cfg_options={'model.backbone.init_cfg': None})
+    randomize_bn_stats(model, 0)
+    model = deploy_model(model.eval())
+    batch = make_batch(1, (side, side), seed=0)
+    with torch.no_grad():
+        x = model.data_preprocessor(batch, False)['inputs']
+        calibration = [model.data_preprocessor(make_batch(1, (side, side), seed=i), False)
+                       ['inputs'].numpy() for i in range(1, CALIBRATION_INPUTS + 1)]
+    arr = x.numpy()
+    sides = {'pytorch fp32': lambda: model.test_step(batch),
+             'pytorch fp32 extract_feat': lambda: model.extract_feat(x)}
+    module = prepare_for_export(model, backbone_only=False, deploy=False)
+    runtimes = runtime_sides(module, x, tmp, 'cascade', args.threads, bf16, calibration)
+    for name, run in runtimes.items():
+        sides[f'{name} extract_feat'] = lambda run=run: run(arr)
+    samples = time_interleaved(sides, args.iters, args.warmup)
+    ms = {name: statistics.median(s) for name, s in samples.items()}
+    whole, features = ms['pytorch fp32'], ms['pytorch fp32 extract_feat']
+    rows = [dict(group='cascade', model=f'{label} @{side}', side=name, median_ms=value,
+                 ratio=value / whole, diff=None,
+                 note='ratio: of the whole PyTorch test_step')
+            for name, value in ms.items()]
+    rows += [dict(group='cascade', model=f'{label} @{side}', side=f'projected {name}',
+                  median_ms=whole - features + ms[f'{name} extract_feat'],
+                  ratio=(whole - features + ms[f'{name} extract_feat']) / whole, diff=None,
+                  note='test_step with the backbone + neck exported to this side, the RPN and '
+                  'RoI stages in PyTorch fp32')
+             for name in runtimes]
+    print(f'{label}: backbone + neck = {features / whole:.0%} of the PyTorch test_step',
+          file=sys.stderr)
+    return rows, []
+
+
 def training_rows(args, bf16, tmp):
     if not bf16:
         return [], []
@@ -296,7 +341,8 @@ def main():
     bf16, bf16_reason = cpu_bf16_support()
     load_before = os.getloadavg()
     rows, targets = [], []
-    builders = dict(backbones=backbone_rows, detectors=detector_rows, training=training_rows)
+    builders = dict(backbones=backbone_rows, detectors=detector_rows, cascade=cascade_rows,
+                    training=training_rows)
     with tempfile.TemporaryDirectory(prefix='mmlightbb-deploy-') as tmp:
         for group in args.only:
             r, t = builders[group](args, bf16, tmp)
@@ -310,10 +356,13 @@ def main():
           f'{load_before[2]:.2f}, after {load_after[0]:.2f}/{load_after[1]:.2f}/'
           f'{load_after[2]:.2f}')
     width = max([len('model')] + [len(r['model']) for r in rows + targets]) + 1
-    print(f"{'model':<{width}}| {'side':<17}| {'median ms':>9} | {'vs fp32':>7} | diff to fp32")
-    print('-' * width + '+' + '-' * 18 + '+' + '-' * 11 + '+' + '-' * 9 + '+' + '-' * 30)
+    side_width = max(len(r['side']) for r in rows) + 1
+    print(f"{'model':<{width}}| {'side':<{side_width}}| {'median ms':>9} | {'vs fp32':>7} | "
+          'diff to fp32')
+    print('-' * width + '+' + '-' * (side_width + 1) + '+' + '-' * 11 + '+' + '-' * 9 + '+' +
+          '-' * 30)
     for r in rows:
-        print(f"{r['model']:<{width}}| {r['side']:<17}| {r['median_ms']:9.1f} | "
+        print(f"{r['model']:<{width}}| {r['side']:<{side_width}}| {r['median_ms']:9.1f} | "
               f"{r['ratio']:7.2f} | {fmt_diff(r['diff'])}")
     print('\ntargets (the fastest side / pytorch fp32; int8: openvino int8 / openvino bf16):')
     for t in targets:
