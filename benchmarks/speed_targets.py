@@ -9,9 +9,11 @@ the row says otherwise, ``--threads`` torch threads (default 2), ``torch.no_grad
 * "straightforward" = what the official code does with the same weights: NCHW contiguous maps
   (:func:`~mmlightbb.models.layers.set_cpu_channels_last` ``False``, large kernels included), every
   BN unfused and the training-form branches evaluated separately (no ``switch_to_deploy``).
-* "ours" = what every tool gets by default: ``switch_to_deploy()`` (explicit, as
-  ``tools/benchmark.py --deploy``) and the automatic CPU paths (channels_last maps, FasterNet's
-  GEMM blocks, batched 1x1 dynamic convs); the "paths" section lists them.
+* "ours" = what every tool gets by default: :func:`~mmlightbb.analysis.benchmark.deploy_model`
+  (explicit, as ``tools/benchmark.py --deploy``) and the automatic CPU paths (channels_last maps,
+  FasterNet's GEMM blocks, batched 1x1 dynamic convs); the "paths" section lists them. The
+  YOLOX-tiny baseline of the detector row is deployed by the same function (its CSPDarknet's BN
+  folded).
 * Outputs: before timing, both sides run the same input (BN statistics randomized first, so
   folding is really tested) and the max relative difference ``max|a - b| / max|a|`` over all
   returned maps is reported; > 1e-4 fails the row whatever the speed.
@@ -93,7 +95,7 @@ def straightforward(model):
 
 def ours(model):
     """What the tools run: deployed, automatic CPU paths on."""
-    return copy.deepcopy(model).switch_to_deploy()
+    return deploy_model(copy.deepcopy(model))
 
 
 def out_diff(ref_model, model, x) -> float:

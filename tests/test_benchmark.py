@@ -1,6 +1,7 @@
 """tools/benchmark.py and mmlightbb.analysis.benchmark: what is timed, the numbers it derives,
 --deploy, --profile, --real-images, the JSON schema and the CLI. Tiny FasterNet models at 64-128 px
 keep it short."""
+import copy
 import json
 import os
 import os.path as osp
@@ -135,6 +136,35 @@ def test_deploy_of_a_whole_detector_also_fuses_the_neck():
     assert res['deploy_check']['neck_max_rel_diff'] <= 1e-4
     assert sum(isinstance(m, nn.BatchNorm2d) for m in timed.neck.modules()) == 0
     assert sum(isinstance(m, nn.BatchNorm2d) for m in model.neck.modules()) > 0
+
+
+@pytest.mark.parametrize('cfg', [
+    dict(type='ResNet', depth=18, out_indices=(1, 2, 3)),
+    dict(type='CSPDarknet', deepen_factor=0.33, widen_factor=0.375, out_indices=(2, 3, 4))])
+def test_deploy_folds_the_bn_of_mmdet_backbones_and_keeps_their_outputs(cfg):
+    """mmdet's ResNet and CSPDarknet have no switch_to_deploy: the baselines are deployed by
+    folding every Conv+BN pair, with the outputs of the eval-mode model."""
+    from mmdet.registry import MODELS
+    from mmengine.registry import init_default_scope
+    init_default_scope('mmdet')
+    torch.manual_seed(0)
+    backbone = MODELS.build(cfg)
+    randomize_bn_stats(backbone)
+    backbone.eval()
+    x = torch.randn(2, 3, 64, 64)
+    deployed = bm.deploy_model(copy.deepcopy(backbone))
+    with torch.no_grad():
+        assert bm.max_rel_diff(backbone(x), deployed(x)) <= 1e-4
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in deployed.modules())
+
+
+def test_a_baseline_detector_is_timed_with_its_backbone_folded():
+    model, _ = bm.build_detector(osp.join(REPO, 'configs/baselines/yolox_tiny.py'))
+    randomize_bn_stats(model)
+    res = bm.benchmark(model, shape=(64, 64), warmup=0, iters=1, deploy=True, **FAST)
+    assert res['timed_model']['backbone_batchnorm_layers'] == 0
+    assert res['deploy_check']['max_rel_diff'] <= 1e-4
+    assert res['deploy_check']['neck_max_rel_diff'] <= 1e-4
 
 
 @pytest.mark.parametrize('kwargs,match', [

@@ -34,8 +34,9 @@ def parse_args():
     parser.add_argument('--threads', type=int, help='torch.set_num_threads (default: torch\'s)')
     parser.add_argument('--device', choices=['cpu', 'cuda'], default='cpu')
     parser.add_argument('--deploy', action='store_true',
-                        help='re-parameterize the backbone and fuse Conv+BN elsewhere; checked '
-                        'against the original model, the deployed one is timed')
+                        help='re-parameterize mmlightbb backbones and fold Conv+BN everywhere '
+                        'else (mmdet backbones too); checked against the original model, the '
+                        'deployed one is timed')
     parser.add_argument('--channels-last', action='store_true',
                         help='NHWC model and input (mmlightbb backbones already run NHWC on CPU '
                         'by themselves: the table then says channels_last=auto)')

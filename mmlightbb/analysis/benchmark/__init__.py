@@ -36,11 +36,13 @@ MAC, as the papers' and the README's tables); FLOPs = 2 x MACs. Achieved GFLOP/s
 (backbone-only mode) = 2 x MACs x batch / median latency; it is compared with the best of a few
 2048x2048 @ 2048x2048 fp32 matmuls on the same device and thread count ("peak").
 
-``--deploy`` re-parameterises the backbone (every module's ``switch_to_deploy()``) and folds
-Conv+BN pairs in the rest of the detector (mmcv ``fuse_conv_bn``); the deployed model is the one
-timed. Its outputs are checked against the non-deployed model on the same input: the relative
-difference of one output is ``max|ref - dep| / max|ref|``, and the reported value is the max over
-the backbone's outputs (``deploy_check.max_rel_diff``; the neck's outputs in ``neck_max_rel_diff``).
+``--deploy`` (:func:`deploy_model`) re-parameterises every module that has a
+``switch_to_deploy()`` (the mmlightbb backbones) and folds Conv+BN pairs everywhere else (necks,
+heads, and mmdet's ResNet and CSPDarknet, so the baselines are timed deployed too); the deployed
+model is the one timed. Its outputs are checked against the non-deployed model on the same
+input: the relative difference of one output is ``max|ref - dep| / max|ref|``, and the reported
+value is the max over the backbone's outputs (``deploy_check.max_rel_diff``; the neck's outputs
+in ``neck_max_rel_diff``).
 
 ``--profile`` (ShuffleNet-V2-style breakdown by operator type): after the timed iterations and the
 peak measurement -- never inside them, so the latency numbers are those of an unprofiled model --

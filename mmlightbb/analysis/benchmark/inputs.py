@@ -6,7 +6,6 @@ import sys
 from typing import List, Optional, Sequence, Tuple
 
 import torch
-from mmcv.cnn import fuse_conv_bn
 from mmdet.registry import DATASETS, MODELS
 from mmdet.structures import DetDataSample
 from mmengine.dataset import pseudo_collate
@@ -16,6 +15,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ...engine import load_config
+from ...models.layers.conv_bn import fuse_conv_norm, is_foldable
 from .timing import Progress
 
 __all__ = ['find_test_scale', 'build_detector', 'deploy_model', 'max_rel_diff', 'make_batch',
@@ -67,22 +67,38 @@ def build_detector(config: str, checkpoint: Optional[str] = None,
 
 
 def deploy_model(model: nn.Module) -> nn.Module:
-    """In place: backbone ``switch_to_deploy()`` and mmcv ``fuse_conv_bn`` on the other parts."""
-    backbone = getattr(model, 'backbone', None)
-    if backbone is not None:
-        if hasattr(backbone, 'switch_to_deploy'):
-            backbone.switch_to_deploy()
+    """``model`` (a detector or a bare backbone) as it is timed and exported, in place, in eval
+    mode: the one deploy of every tool (``tools/benchmark.py --deploy``, the comparison, the
+    export, ``benchmarks/``).
+
+    A module with its own ``switch_to_deploy()`` (the mmlightbb backbones and layers: branches
+    merged, BN folded) re-parameterises itself. In every other module (mmdet's ResNet and
+    CSPDarknet, necks, heads) each BatchNorm that directly follows a ``Conv2d`` among its children
+    is folded into it (:func:`~mmlightbb.models.layers.fuse_conv_norm`); children are taken to be
+    registered in the order the forward runs them, as mmcv's ``fuse_conv_bn`` assumes. So the
+    baselines are timed with their BN folded like ours; ``benchmark`` checks the outputs.
+    """
+    model.eval()
+    _deploy(model)
+    return model
+
+
+def _deploy(module: nn.Module) -> None:
+    if hasattr(module, 'switch_to_deploy'):
+        module.switch_to_deploy()
+        return
+    conv_name = None
+    for name, child in list(module.named_children()):
+        conv = module._modules[conv_name] if conv_name else None
+        # a BN over the conv's input channels is a pre-norm (mmcv's order=('norm', 'conv', ...))
+        if conv is not None and is_foldable(child) and child.num_features == conv.out_channels:
+            fused, identity = fuse_conv_norm(conv, child)
+            setattr(module, conv_name, fused)
+            setattr(module, name, identity)
+            conv_name = None
         else:
-            for module in list(backbone.modules()):
-                if hasattr(module, 'switch_to_deploy'):
-                    module.switch_to_deploy()
-        for name, child in model.named_children():
-            if name not in ('backbone', 'data_preprocessor'):
-                fuse_conv_bn(child)
-    else:  # a bare backbone
-        if hasattr(model, 'switch_to_deploy'):
-            model.switch_to_deploy()
-    return model.eval()
+            _deploy(child)
+            conv_name = name if isinstance(child, nn.Conv2d) else None
 
 
 def flatten_outputs(out) -> List[torch.Tensor]:

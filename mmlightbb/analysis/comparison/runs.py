@@ -81,19 +81,6 @@ def progress_hook(clock: Clock, prefix: str, head: str, later: Sequence[Tuple[st
 
 
 # ------------------------------------------------------------------------------- one run
-def fuse_plain_backbone(model):
-    """A copy of ``model`` whose backbone's Conv+BN pairs are folded when the backbone has no
-    ``switch_to_deploy`` of its own (mmdet's ResNet, CSPDarknet), so that the baselines are timed
-    deployed like the mmlightbb backbones (the benchmark's deploy folds the other parts)."""
-    backbone = getattr(model, 'backbone', None)
-    if backbone is None or hasattr(backbone, 'switch_to_deploy'):
-        return model
-    from mmcv.cnn import fuse_conv_bn
-    model = copy.deepcopy(model)
-    fuse_conv_bn(model.backbone)
-    return model
-
-
 def train_test_benchmark(cfg, run: dict, run_dir: str, benches: list, precision: str,
                          clock: Clock, prefix: str, later: Sequence[Tuple[str, int]]):
     """Train (or resume), test in ``precision``, then :func:`time_backends` with ``benches``
@@ -133,7 +120,7 @@ def train_test_benchmark(cfg, run: dict, run_dir: str, benches: list, precision:
     atomic_json(metrics, osp.join(run_dir, TEST_METRICS))
     voc, coco = metrics.get('pascal_voc/mAP'), metrics.get('coco/bbox_mAP')
     clock.log(f'{prefix}: test VOC mAP50 {fmt_map(voc)}, COCO mAP {fmt_map(coco)} ({precision})')
-    model = fuse_plain_backbone(getattr(runner.model, 'module', runner.model))
+    model = getattr(runner.model, 'module', runner.model)
     source = dict(config=osp.join(run_dir, run['name'] + '.py'),
                   checkpoint=osp.join(run_dir, f'epoch_{trained}.pth'))
     time_backends(model, run_dir, benches, source, clock, prefix)
@@ -181,7 +168,7 @@ def time_backends_of_finished_run(run: dict, run_dir: str, benches: list, clock:
                            f"{', '.join(b.backend for b in benches)} with; delete the folder to "
                            'train the run again')
     config = osp.join(run_dir, run['name'] + '.py')
-    model = fuse_plain_backbone(build_detector(config, checkpoint)[0])
+    model = build_detector(config, checkpoint)[0]
     time_backends(model, run_dir, benches, dict(config=config, checkpoint=checkpoint), clock,
                   prefix)
 
