@@ -14,6 +14,19 @@ from mmlightbb.analysis import compare as cmp
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
+def main_table(md: str) -> list:
+    """The header and rows of compare.md's first table (the one per run and benchmark)."""
+    lines = md.splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.startswith('| name | head |'))
+    table = []
+    for ln in lines[start:]:
+        if not ln.startswith('|'):
+            break
+        if '---' not in ln:
+            table.append(ln)
+    return table
+
+
 @pytest.mark.parametrize('points,front', [
     ([(1, 1), (2, 2), (3, 1)], [False, True, True]),
     ([(1, 5), (2, 4), (3, 3), (2, 2)], [True, True, True, False]),
@@ -113,7 +126,7 @@ def test_table_plots_and_json(runs, tmp_path):
     for png in ('map_vs_fps.png', 'macs_vs_latency.png'):
         assert (out / png).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
     md = (out / 'compare.md').read_text()
-    rows = [line for line in md.splitlines() if line.startswith('| ') and '---' not in line]
+    rows = main_table(md)
     assert len(rows) == 1 + 4  # header + one per run
     cells = {r.split(' | ')[0][2:]: [c.strip() for c in r.strip('| ').split(' | ')]
              for r in rows[1:]}
@@ -178,7 +191,7 @@ def test_bad_run_dir_and_names_are_clear_errors(runs, tmp_path):
 
 
 def _rows_by_name_and_backend(md: str) -> dict:
-    rows = [ln for ln in md.splitlines() if ln.startswith('| ') and '---' not in ln]
+    rows = main_table(md)
     header = [c.strip() for c in rows[0].strip('| ').split(' | ')]
     cells = [dict(zip(header, (c.strip() for c in r.strip('| ').split(' | ')))) for r in rows[1:]]
     return {(c['name'], c['backend']): c for c in cells}

@@ -19,6 +19,7 @@ import time
 import pytest
 
 from mmlightbb.engine.precision import cpu_bf16_support
+from test_compare import main_table
 from test_folder_layouts import make_samples, write_coco, write_voc, write_yolo
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -49,7 +50,7 @@ def _error_line(argv) -> str:
 
 
 def _table(md: str) -> dict:
-    rows = [ln for ln in md.splitlines() if ln.startswith('| ') and '---' not in ln]
+    rows = main_table(md)
     header = [c.strip() for c in rows[0].strip('| ').split(' | ')]
     cells = [[c.strip() for c in r.strip('| ').split(' | ')] for r in rows[1:]]
     return {c[0]: dict(zip(header, c)) for c in cells}
@@ -91,6 +92,20 @@ def test_voc_one_class_end_to_end_then_skipped(voc_one_class, voc_finished):
     assert row['mAP (metric)'].endswith('(pascal_voc/mAP)') and row['deploy'] == 'yes'
     for png in ('map_vs_fps.png', 'macs_vs_latency.png'):
         assert osp.getsize(osp.join(out, 'report', png)) > 0
+    # the noise of every number: the bootstrap of the saved detections, the side-by-side timing
+    md = open(osp.join(out, 'report', 'compare.md')).read()
+    assert md.startswith('# Accuracy vs speed\n\n**Verdict:** ')
+    boot = json.load(open(osp.join(run_dir, 'bootstrap.json')))
+    assert boot['resamples'] == 1000 and boot['images'] == 2
+    low, high = boot['pascal_voc/mAP']['interval']
+    assert 0 <= low <= boot['pascal_voc/mAP']['value'] <= high <= 1
+    timing = json.load(open(osp.join(out, 'timing.json')))
+    entry = timing['entries']['yolox_fasternet_t0 pytorch fp32']
+    assert len(entry['samples_ms']) == 1 and entry['fps']['median'] > 0
+    assert f"Side by side, {timing['started']} to {timing['finished']}" in md
+    saved = json.load(open(osp.join(out, 'report', 'compare.json')))
+    assert saved['rows'][0]['fps_source'] == 'side by side'
+    assert 'map_samples' not in saved['rows'][0]  # the resampled values stay in bootstrap.json
     # the converted data: COCO json next to the runs, images referenced where they are
     train = json.load(open(osp.join(out, 'data', 'train.json')))
     assert train['info']['image_root'] == voc_one_class
@@ -169,6 +184,42 @@ def test_a_backend_added_to_a_finished_run_is_timed_without_training(voc_one_cla
     assert 'training 1 epochs' not in text
     assert os.stat(osp.join(run_dir, 'benchmark-onnxruntime-fp32.json')).st_mtime_ns == ort_mtime
     assert json.load(open(osp.join(run_dir, 'benchmark-openvino-fp32.json')))['fps'] > 0
+
+
+def test_more_seeds_train_only_the_new_seeds(voc_one_class, voc_finished, tmp_path):
+    """--seeds 2 on a finished one-seed comparison: seed 0 is kept as it is, seed 1 is trained
+    into its own folder, the report gives both seeds' mAP; the side-by-side timing is kept
+    (seed 1 is not timed) until --retime."""
+    from mmlightbb.analysis.comparison import compare_backbones
+    out = str(tmp_path / 'cmp')
+    shutil.copytree(voc_finished[0], out)
+    run_dir = osp.join(out, 'yolox_fasternet_t0')
+    with open(osp.join(run_dir, 'last_checkpoint'), 'w') as f:  # mmengine's absolute pointer
+        f.write(osp.join(run_dir, 'epoch_1.pth'))
+    finished = ('epoch_1.pth', 'test_metrics.json', 'benchmark.json', 'detections.npz')
+    mtimes = {name: os.stat(osp.join(run_dir, name)).st_mtime_ns for name in finished}
+    kw = dict(heads=['yolox'], backbones=['fasternet:t0'], epochs=1, size=64, batch_size=2,
+              bench_iters=1, threads=1, seeds=2)
+    lines = []
+    res = compare_backbones(voc_one_class, out, log=lines.append, **kw)
+    text = '\n'.join(lines)
+    assert '[1/2] yolox_fasternet_t0 seed 0: already done, skipped' in text
+    assert '[2/2] yolox_fasternet_t0 seed 1: training 1 epoch from scratch' in text
+    assert {name: os.stat(osp.join(run_dir, name)).st_mtime_ns for name in finished} == mtimes
+    seed1 = osp.join(out, 'yolox_fasternet_t0_seed1')
+    assert json.load(open(osp.join(seed1, 'run.json')))['settings']['seed'] == 1
+    assert osp.isfile(osp.join(seed1, 'bootstrap.json'))
+    row = res['result']['rows'][0]
+    assert len(res['result']['rows']) == 1 and row['seeds'] == [0, 1]
+    assert len(row['map_seeds']) == 2 and row['map'] == pytest.approx(sum(row['map_seeds']) / 2)
+    md = open(osp.join(out, 'report', 'compare.md')).read()
+    assert '| yolox_fasternet_t0 | pytorch | 0, 1 | ' in md
+    assert 'timing: timing.json of' in text  # the first seed's timing holds
+    lines.clear()
+    compare_backbones(voc_one_class, out, log=lines.append, retime=True, **kw)
+    text = '\n'.join(lines)
+    assert 'timing 1 detectors side by side: 1 rounds' in text
+    assert 'training 1 epoch from scratch' not in text
 
 
 @pytest.mark.skipif(not cpu_bf16_support()[0], reason='no native bf16: bf16 runs fp32 here')
@@ -307,6 +358,8 @@ def voc_small(tmp_path_factory):
      "unknown backend 'tensorrt'; valid backends are ['pytorch', 'onnxruntime', 'openvino'] "
      '(--backends)'),
     (['--precision', 'fp16'], '--precision fp16: fp16 is CUDA only'),
+    (['--seeds', '0'], '--seeds must be an integer >= 1, got 0'),
+    (['--bootstrap', '10'], '--bootstrap must be an integer >= 100, got 10'),
 ])
 def test_bad_options_are_one_line(voc_small, tmp_path, extra, expected):
     msg = _error_line([voc_small, '--out', str(tmp_path / 'o'), '--epochs', '1', *extra])

@@ -5,6 +5,7 @@
         [--batch-size 8] [--device cpu|cuda] [--threads 2] [--pretrained fasternet:t0=CKPT]
         [--classes A B] [--split-seed 0] [--val-ratio 0.2] [--quick]
         [--precision fp32|bf16|fp16] [--backends pytorch onnxruntime openvino]
+        [--seeds 1] [--seed 0] [--bootstrap 1000] [--retime]
 
 DATA is a dataset folder in Pascal VOC (Annotations/*.xml + JPEGImages/, optional
 ImageSets/Main/*.txt), COCO (annotations/*.json + images) or YOLO-txt layout (images/ + labels/,
@@ -15,7 +16,10 @@ and macs_vs_latency.png, OUT/<run>/<run>.py the config of each run (python tools
 it as it is). --precision is that of every test and benchmark; --backends adds runtimes the
 trained detector is timed in (one report row each). Run it again with the same arguments after an
 interruption: finished runs are skipped, an unfinished one resumes from its last checkpoint; with
-more --backends, finished runs are only timed in the new ones. See the package
+more --backends, finished runs are only timed in the new ones; with more --seeds, only the new
+seeds are trained. Every mAP gets a 95 % bootstrap interval over the test images, the runs are
+timed side by side after all training (--retime: again), and compare.md opens with the verdict of
+which differences are outside the noise. See the package
 mmlightbb/analysis/comparison/ (plan.py, runs.py, job.py) and mmlightbb/analysis/detector_configs.py
 (the schedules).
 """
@@ -81,6 +85,19 @@ def parse_args(argv=None):
                         '(CPU; one benchmark-<backend>-<precision>.json each; a detector that '
                         'does not export, e.g. Cascade R-CNN, gets a note). Adding one to a '
                         'finished comparison times its runs without training them again')
+    parser.add_argument('--seeds', type=int, default=1,
+                        help='train every run this many times, with seeds SEED..SEED+N-1 (default '
+                        '1); the report gives the mean, standard deviation and every seed\'s mAP. '
+                        'More seeds on a finished comparison train only the new ones')
+    parser.add_argument('--seed', type=int, default=0,
+                        help='the first training seed (default 0; a run of seed 0 keeps the plain '
+                        'folder name, seed S > 0 adds _seedS)')
+    parser.add_argument('--bootstrap', type=int, default=1000, metavar='N',
+                        help='resamples of the test images behind each mAP\'s 95 %% interval '
+                        '(default 1000; from the saved detections, no retraining)')
+    parser.add_argument('--retime', action='store_true',
+                        help='time every finished run side by side again (after any training; '
+                        'nothing is retrained)')
     parser.add_argument('--quick', action='store_true',
                         help='a preset for a 2-core CPU: size <= 160, 4 epochs (at least 120 '
                         'iterations), the small archs and baselines')
@@ -100,19 +117,21 @@ def main(argv=None):
     args = parse_args(argv)
     if args.device == 'cpu':
         os.environ['CUDA_VISIBLE_DEVICES'] = ''  # before torch is imported: train on the CPU
-    from mmlightbb.analysis.comparison import (ComparisonError, RunFailures,
-                                               compare_backbones)
+    from mmlightbb.analysis.comparison import (ComparisonError, ComparisonSettings,
+                                               RunFailures, compare_backbones)
     from mmlightbb.analysis.detector_configs import ConfigError
     from mmlightbb.datasets import DatasetError
     epochs_by_head = {'cascade': args.cascade_epochs} if args.cascade_epochs else None
     try:
-        compare_backbones(
-            args.data, args.out, heads=args.heads or HEADS, backbones=args.backbones,
-            epochs=args.epochs, size=args.size, batch_size=args.batch_size, device=args.device,
+        settings = ComparisonSettings(
+            heads=args.heads or HEADS, backbones=args.backbones, epochs=args.epochs,
+            size=args.size, batch_size=args.batch_size, device=args.device,
             threads=args.threads, pretrained=args.pretrained, split_seed=args.split_seed,
             val_ratio=args.val_ratio, classes=args.classes, quick=args.quick,
             epochs_by_head=epochs_by_head, bench_iters=args.bench_iters,
-            precision=args.precision, backends=args.backends)
+            precision=args.precision, backends=args.backends, seeds=args.seeds, seed=args.seed,
+            bootstrap=args.bootstrap, retime=args.retime)
+        compare_backbones(args.data, args.out, settings)
     except (ComparisonError, ConfigError, DatasetError, RunFailures) as err:
         raise SystemExit(f'error: {err}') from None
     except KeyboardInterrupt:

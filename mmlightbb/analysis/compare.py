@@ -44,6 +44,10 @@ import os
 import os.path as osp
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
+
+from .uncertainty import BOOTSTRAP, did_not_learn, interval, latency_stats, seed_stats, verdict
+
 METRIC_PREFERENCE = ('pascal_voc/mAP', 'coco/bbox_mAP_50', 'coco/bbox_mAP')
 MISSING = 'missing'
 BENCHMARK = 'benchmark.json'
@@ -137,8 +141,9 @@ def load_rows(run_dir: str, name: Optional[str] = None, metric: Optional[str] = 
     info = _read_json(info_path) if osp.isfile(info_path) else {}
     # the settings of compare_backbones' run.json; version 1 (before --precision) tested in fp32
     tested = info['settings'].get('precision', 'fp32') if info.get('settings') else None
-    coco = metrics.get('coco/bbox_mAP') if metrics else None
-    coco = float(coco) if isinstance(coco, (int, float)) and coco >= 0 else None
+    coco, coco75 = (_number((metrics or {}).get(k)) for k in ('coco/bbox_mAP',
+                                                              'coco/bbox_mAP_75'))
+    boot = _bootstrap_of(run_dir, metric_name)
     files = find_benchmarks(run_dir)
     if not files:
         run_notes.append('no benchmark.json (run tools/benchmark.py CONFIG --out '
@@ -149,11 +154,14 @@ def load_rows(run_dir: str, name: Optional[str] = None, metric: Optional[str] = 
         notes = list(run_notes)
         row = dict(name=name or osp.basename(osp.normpath(run_dir)), run_dir=run_dir,
                    head=info.get('head'), backbone=info.get('backbone'), coco_map=coco,
+                   coco_map75=coco75,
                    metric=metric_name, map=value,
                    map_source=source if value is not None else None, benchmark=bench_file,
                    backend=None, precision=None, config=None, fps=None, latency_ms=None,
                    backbone_params=None, backbone_macs=None, deploy=None, input=None,
-                   threads=None, device=None, cpu=None, torch=None)
+                   threads=None, device=None, cpu=None, torch=None, seed=info.get('seed'),
+                   fps_iqr=None, fps_source=None, latency_samples=None, paired_timing=None,
+                   **boot)
         if bench is not None:
             s = bench['settings']
             # files from before backends and precisions: PyTorch, fp32
@@ -169,9 +177,15 @@ def load_rows(run_dir: str, name: Optional[str] = None, metric: Optional[str] = 
                     input=('real ' if s.get('real_images') else '') +
                     f"{s['input_hw'][0]}x{s['input_hw'][1]} b{s['batch_size']} {s['mode']}",
                     threads=s['threads'], device=s['device'], cpu=bench['hardware']['cpu'],
-                    torch=bench['versions']['torch'])
+                    torch=bench['versions']['torch'], fps_source='own benchmark')
+                samples = bench['latency_ms'].get('samples')
+                if samples and len(samples) >= 3:  # files of tools/benchmark.py hold them
+                    row.update(latency_samples=samples,
+                               fps_iqr=latency_stats(samples)['fps']['iqr'])
             if tested is not None and value is not None and row['precision'] != tested:
-                row.update(map=None, metric=None, map_source=None, coco_map=None)
+                row.update(map=None, metric=None, map_source=None, coco_map=None,
+                           coco_map75=None,
+                           **dict.fromkeys(boot))
                 notes.append(f"no mAP in {row['precision']}: the run was tested in {tested}")
         plotted = row['map'] is not None and row['fps'] is not None
         if not plotted:
@@ -179,6 +193,27 @@ def load_rows(run_dir: str, name: Optional[str] = None, metric: Optional[str] = 
         row.update(plotted=plotted, notes=notes)
         rows.append(row)
     return rows
+
+
+def _number(value) -> Optional[float]:
+    """A metric's value, None for what is not a number >= 0 (e.g. -1 for "no GT")."""
+    return float(value) if isinstance(value, (int, float)) and value >= 0 else None
+
+
+def _bootstrap_of(run_dir: str, metric: Optional[str]) -> dict:
+    """The mAP intervals of a run's ``bootstrap.json`` (:mod:`.uncertainty`): of ``metric`` and
+    of COCO mAP, and the resampled values behind them (for paired differences); None each
+    without one."""
+    path = osp.join(run_dir, BOOTSTRAP)
+    boot = _read_json(path) if osp.isfile(path) else {}
+    chosen, coco = boot.get(metric) if metric else None, boot.get('coco/bbox_mAP')
+    return dict(map_interval=chosen and chosen['interval'],
+                map_samples=chosen and chosen['samples'],
+                coco_interval=coco and coco['interval'], coco_samples=coco and coco['samples'],
+                images_key=boot.get('images_key'), class_ap50=boot.get('class_ap50'),
+                best_f1=boot.get('best_f1'),
+                bootstrap=dict(resamples=boot['resamples'], images=boot['images'],
+                               level=boot['level']) if boot else None)
 
 
 # ------------------------------------------------------------------------------- analysis
@@ -201,19 +236,80 @@ def fit_through_origin(xs: Sequence[float], ys: Sequence[float]) -> Optional[flo
     return sum(x * y for x, y in zip(xs, ys)) / sxx if sxx > 0 else None
 
 
+def merge_seeds(rows: List[dict]) -> List[dict]:
+    """One row per run name, backend and precision: the rows of a run's seeds (work dirs given
+    the same name) become one, in the place of the first, with the mean mAP, its standard
+    deviation and every seed's value, the bootstrap of the seed-mean (the seeds' resampled values
+    averaged draw by draw, when they were drawn from the same images), and the first seed's
+    timing."""
+    groups: Dict[tuple, List[dict]] = {}
+    for row in rows:
+        groups.setdefault((row['name'], row['backend'], row['precision']), []).append(row)
+    merged = []
+    for group in groups.values():
+        row = dict(group[0], run_dirs=[r['run_dir'] for r in group],
+                   seeds=[r['seed'] for r in group])
+        for key, samples_key, interval_key in (('map', 'map_samples', 'map_interval'),
+                                               ('coco_map', 'coco_samples', 'coco_interval')):
+            values = [r[key] for r in group]
+            if any(v is None for v in values):
+                row.update({key: None, f'{key}_seeds': None, f'{key}_std': None})
+                continue
+            stats = seed_stats(values)
+            row.update({key: stats['mean'], f'{key}_seeds': stats['values'],
+                        f'{key}_std': stats['std'] if len(values) > 1 else None})
+            samples = [r[samples_key] for r in group]
+            if len(group) > 1:
+                same = len({r['images_key'] for r in group}) == 1
+                mean = (np.mean(samples, axis=0).tolist()
+                        if same and all(x is not None for x in samples) else None)
+                row.update({samples_key: mean,
+                            interval_key: interval(mean) if mean is not None else None})
+        merged.append(row)
+    return merged
+
+
+def apply_timing(rows: List[dict], timing: Optional[dict]) -> None:
+    """The FPS of the side-by-side timing (:mod:`.comparison.timing`) on the rows it timed, and
+    the whole detector's parameters and GFLOPs it counted, in place; the others keep their own
+    benchmark's FPS."""
+    for row in rows:
+        size = (timing or {}).get('complexity', {}).get(row['name'], {})
+        row.update(detector_params=size.get('params'), detector_gflops=size.get('gflops'))
+        entry = (timing or {}).get('entries', {}).get(
+            f"{row['name']} {row['backend']} {row['precision']}")
+        if entry and 'fps' in entry:
+            row.update(fps=entry['fps']['median'], fps_iqr=entry['fps']['iqr'],
+                       latency_ms=entry['latency_ms']['median'],
+                       latency_samples=entry['samples_ms'], paired_timing=timing['started'],
+                       fps_source='side by side')
+
+
 def compare(run_dirs: Sequence[str], names: Optional[Sequence[str]] = None,
-            metric: Optional[str] = None) -> dict:
-    """The rows of every run (in the given order; one per benchmark file) with the Pareto flags,
+            metric: Optional[str] = None, timing: Optional[dict] = None,
+            head_names: Optional[Dict[str, str]] = None) -> dict:
+    """The rows of every run (in the given order; one per benchmark file; the seeds of a run,
+    work dirs of the same name, merged: :func:`merge_seeds`) with the FPS of ``timing`` where it
+    has them, the did-not-learn and Pareto flags, the verdict (:func:`.uncertainty.verdict`),
     the MACs-latency fit and each run's fastest row."""
     if not run_dirs:
         raise ValueError('no run dirs given')
     if names is not None and len(names) != len(run_dirs):
         raise ValueError(f'--names gives {len(names)} names for {len(run_dirs)} run dirs')
-    rows = [row for d, n in zip(run_dirs, names or [None] * len(run_dirs))
-            for row in load_rows(d, n, metric)]
-    flags = pareto_front([(r['fps'], r['map']) if r['plotted'] else None for r in rows])
+    rows = merge_seeds([row for d, n in zip(run_dirs, names or [None] * len(run_dirs))
+                        for row in load_rows(d, n, metric)])
+    apply_timing(rows, timing)
+    for row in rows:
+        row['did_not_learn'] = did_not_learn(row)
+        row['label'] = row.get('backbone') or row['name']
+    flags = pareto_front([(r['fps'], r['map']) if r['plotted'] and not r['did_not_learn']
+                          else None for r in rows])
     for row, flag in zip(rows, flags):
         row['pareto'] = flag if row['plotted'] else None
+    judged = verdict([r for r in rows if r['backend'] in (None, 'pytorch')], head_names)
+    for row in rows:  # the resampled values are behind the verdict, not in compare.json
+        for key in ('map_samples', 'coco_samples', 'latency_samples'):
+            row.pop(key, None)
     # One line per head, backend and precision: a detector head's own cost (Cascade R-CNN's RoI
     # head) is not in the backbone's MACs, and a runtime or precision changes the cost per MAC.
     per_group = {}
@@ -241,7 +337,15 @@ def compare(run_dirs: Sequence[str], names: Optional[Sequence[str]] = None,
                 fit=dict(model='latency_ms = k x backbone GMACs (least squares through 0), one k '
                          'per head, backend and precision', ms_per_gmac=single,
                          per_group=per_group),
-                fastest=fastest, rows=rows)
+                fastest=fastest, verdict=judged, timing=_timing_summary(timing), rows=rows)
+
+
+def _timing_summary(timing: Optional[dict]) -> Optional[dict]:
+    """When, where and how the side-by-side timing ran (its rounds' values stay in
+    timing.json)."""
+    if not timing:
+        return None
+    return {k: v for k, v in timing.items() if k != 'entries'}
 
 
 def fit_group(row: dict) -> str:
@@ -257,7 +361,7 @@ def _cell(value, fmt: str = '{}') -> str:
 def format_markdown(result: dict) -> str:
     """The table (one row per run and benchmark) with a header of date, machine(s) and torch
     version(s)."""
-    lines = ['# Accuracy vs speed', '',
+    lines = ['# Accuracy vs speed', '', f"**Verdict:** {result['verdict']['sentence']}", '',
              f"* date: {result['date']}",
              f"* machine: {', '.join(result['machines']) or MISSING}",
              f"* torch: {', '.join(result['torch']) or MISSING}",
@@ -271,7 +375,8 @@ def format_markdown(result: dict) -> str:
     for r in result['rows']:
         map_cell = MISSING if r['map'] is None else f"{r['map']:.4f} ({r['metric']})"
         deploy = None if r['deploy'] is None else ('yes' if r['deploy'] else 'no')
-        pareto = '-' if r['pareto'] is None else ('yes' if r['pareto'] else 'no')
+        pareto = ('-' if r['pareto'] is None else 'did not learn' if r['did_not_learn'] else
+                  'yes' if r['pareto'] else 'no')
         lines.append(' | '.join([
             f"| {r['name']}", r.get('head') or '-', r.get('backbone') or '-',
             _cell(r['config'] and osp.basename(r['config'])), map_cell,
@@ -281,6 +386,7 @@ def format_markdown(result: dict) -> str:
             _cell(r['backbone_macs'] and r['backbone_macs'] / 1e9, '{:.2f}'), _cell(deploy),
             _cell(r['input']), _cell(r['threads']), _cell(r['device']), r['backend'] or '-',
             r['precision'] or '-', pareto]) + ' |')
+    lines += _uncertainty_lines(result)
     notes = [f"* {r['name']}{variant(r)}: {'; '.join(r['notes'])}" for r in result['rows']
              if r['notes']]
     if notes:
@@ -302,8 +408,128 @@ def format_markdown(result: dict) -> str:
     return '\n'.join(lines) + '\n'
 
 
+def _interval_cell(ci, fmt: str = '{:.3f}') -> str:
+    return '-' if ci is None else f'[{fmt.format(ci[0])}, {fmt.format(ci[1])}]'
+
+
+def _uncertainty_lines(result: dict) -> List[str]:
+    """The noise of every number (seeds, bootstrap, timing rounds), the verdict on each pair of
+    neighbours, and when and where the timing ran."""
+    lines = ['', '## How sure', '',
+             '| name | backend | seeds | mAP mean ± std | mAP per seed | mAP 95 % interval | '
+             'COCO mAP | COCO 95 % interval | FPS median | FPS IQR | FPS from | learned |',
+             '|---|---|---|---|---|---|---|---|---|---|---|---|']
+    for r in result['rows']:
+        seeds = r.get('seeds') or [r.get('seed')]
+        per_seed = r.get('map_seeds') or []
+        lines.append(' | '.join([
+            f"| {r['name']}", r['backend'] or '-',
+            ', '.join('-' if x is None else str(x) for x in seeds),
+            MISSING if r['map'] is None else f"{r['map']:.3f}" + (
+                '' if r.get('map_std') is None else f" ± {r['map_std']:.3f}"),
+            ', '.join(f'{v:.3f}' for v in per_seed) if len(per_seed) > 1 else '-',
+            _interval_cell(r.get('map_interval')),
+            '-' if r.get('coco_map') is None else f"{r['coco_map']:.3f}",
+            _interval_cell(r.get('coco_interval')), _cell(r['fps'], '{:.1f}'),
+            _interval_cell(r.get('fps_iqr'), '{:.1f}'), r.get('fps_source') or '-',
+            '-' if r['map'] is None else ('no' if r['did_not_learn'] else 'yes')]) + ' |')
+    boot = next((r['bootstrap'] for r in result['rows'] if r.get('bootstrap')), None)
+    lines += ['', 'mAP intervals: ' + (
+        f"percentile bootstrap, {boot['resamples']} resamples of the {boot['images']} test "
+        'images (the same draws for every run), of the seed-mean where a run has several seeds; '
+        'they hold the test-set noise, the seeds\' spread the training noise.' if boot else
+        'none (no bootstrap.json: runs tested before per-image detections were saved).'),
+        'A run whose interval reaches 0 did not learn: it is not on the Pareto front and not '
+        'compared.']
+    pairs = result['verdict']['pairs']
+    if pairs:
+        lines += ['', '### Neighbours by FPS within each head', '',
+                  '| head | faster | slower | FPS ratio | 95 % interval | mAP difference | '
+                  '95 % interval | p (seeds) | verdict |', '|---|---|---|---|---|---|---|---|---|']
+        for p in pairs:
+            lines.append(' | '.join([
+                f"| {p['head'] or '-'}", p['fast'], p['slow'], f"{p['fps']['ratio']:.2f}x",
+                _interval_cell(p['fps']['interval'], '{:.2f}'), f"{p['map']['diff']:+.3f}",
+                _interval_cell(p['map']['interval'], '{:+.3f}'),
+                '-' if p['map']['p_seeds'] is None else f"{p['map']['p_seeds']:.3f}",
+                p['statement'] or 'tie (within noise)']) + ' |')
+        lines += ['', 'FPS ratio: median over timing rounds of the per-round latency ratio '
+                  '(paired when timed side by side); it holds when its 95 % bootstrap interval '
+                  'excludes 1. mAP difference: of the (seed-mean) mAPs; it holds when its paired '
+                  '95 % bootstrap interval excludes 0 and, with several seeds, Welch\'s t-test on '
+                  'the seeds gives p < 0.05.']
+    timing = result.get('timing')
+    lines += ['', '## Timing', '']
+    if timing:
+        lines += [f"Side by side, {timing['started']} to {timing['finished']} on {timing['host']}"
+                  f" ({timing['cpu']}, {timing['device']}, {timing['threads']} threads): "
+                  f"{timing['rounds']} rounds after {timing['warmup']} warm-up, {timing['how']}. "
+                  'FPS is the median over rounds, IQR its inter-quartile range.']
+    else:
+        lines += ["Each run's own benchmark at the end of its training (not side by side: load "
+                  'on the machine then may differ between runs).']
+    return lines
+
+
+def _panels(rows: List[dict]) -> List[List[dict]]:
+    """The rows of one panel each: one per head when the heads' FPS differ by 10x or more (one
+    scale would squeeze the slow head against the axis), else all in one."""
+    heads = list(dict.fromkeys(r.get('head') for r in rows))
+    if len(heads) > 1:
+        medians = [float(np.median([r['fps'] for r in rows if r.get('head') == h]))
+                   for h in heads]
+        if max(medians) >= 10 * min(medians):
+            return [[r for r in rows if r.get('head') == h] for h in heads]
+    return [rows]
+
+
+def _plot_map_vs_fps(path: str, rows: List[dict]):
+    """mAP vs FPS: a marker per row with its 95 % mAP interval (else the seeds' standard
+    deviation) and FPS inter-quartile range as error bars, named in the legend (no labels to
+    overlap); the runs that did not learn hollow and grey; the Pareto front of the others."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    panels = _panels(rows)
+    fig, axes = plt.subplots(1, len(panels), figsize=(7.5 * len(panels), 5.5), dpi=100,
+                             squeeze=False)
+    colors = plt.get_cmap('tab10').colors
+    markers = {'yolox': 'o', 'cascade': 's'}
+    metrics = sorted({r['metric'] for r in rows})
+    for ax, panel in zip(axes[0], panels):
+        heads = {r.get('head') for r in panel}
+        for k, r in enumerate(panel):
+            x, y = r['fps'], r['map']
+            ci, std, iqr = r.get('map_interval'), r.get('map_std'), r.get('fps_iqr')
+            yerr = ([[max(y - ci[0], 0)], [max(ci[1] - y, 0)]] if ci else
+                    [[std], [std]] if std else None)
+            xerr = [[max(x - iqr[0], 0)], [max(iqr[1] - x, 0)]] if iqr else None
+            label = (r['label'] + variant(r) + (f" ({r['head']})" if len(heads) > 1 else '')
+                     + (' - did not learn' if r['did_not_learn'] else ''))
+            color = 'tab:gray' if r['did_not_learn'] else colors[k % len(colors)]
+            ax.errorbar([x], [y], yerr=yerr, xerr=xerr, fmt=markers.get(r.get('head'), 'D'),
+                        color=color, ecolor=color, elinewidth=1, capsize=3, zorder=3,
+                        markerfacecolor='none' if r['did_not_learn'] else color, label=label)
+        front = sorted((r['fps'], r['map']) for r in panel if r['pareto'])
+        if front:
+            ax.plot([p[0] for p in front], [p[1] for p in front], color='tab:red', alpha=0.5,
+                    linestyle='--', zorder=2, label='Pareto front (runs that learned)')
+        if not panel:
+            ax.text(0.5, 0.5, 'no run has both numbers', ha='center', va='center',
+                    transform=ax.transAxes)
+        title = 'mAP vs FPS' + ('' if len(panels) == 1 else f" ({panel[0].get('head')})")
+        ax.set(title=title, xlabel='FPS (median over timing rounds; bars: IQR)',
+               ylabel=f"mAP ({', '.join(metrics) or 'none'}; bars: 95 % interval)")
+        ax.grid(True, alpha=0.3)
+        if panel:
+            ax.legend(fontsize=7, loc='center left', bbox_to_anchor=(1.0, 0.5))
+    fig.tight_layout()
+    fig.savefig(path, bbox_inches='tight')
+    plt.close(fig)
+
+
 def _plot(path: str, title: str, xlabel: str, ylabel: str, rows: List[dict], xkey, ykey,
-          group, front=None, line_k=None):
+          group, line_k=None):
     """Scatter ``rows`` in one colour per ``group(row)`` (a legend when there are several), each
     point labelled with its backbone (or name) and variant; ``line_k``: {group: slope} lines
     through the origin in their group's colour."""
@@ -325,12 +551,6 @@ def _plot(path: str, title: str, xlabel: str, ylabel: str, rows: List[dict], xke
         label = r.get('backbone') if r.get('head') and len(heads) > 1 else r['name']
         ax.annotate((label or r['name']) + variant(r), (x, y), textcoords='offset points',
                     xytext=(5, 5), fontsize=8)
-    if front is not None:
-        pts = sorted((x, y) for r, x, y in zip(rows, xs, ys) if front(r))
-        if pts:
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], color='tab:red', marker='o',
-                    markerfacecolor='none', markersize=12, label='Pareto front', zorder=2)
-            ax.legend()
     for name, line in (line_k or {}).items():
         if line is None or not xs:
             continue
@@ -359,11 +579,7 @@ def write_outputs(result: dict, out_dir: str) -> Dict[str, str]:
         f.write(format_markdown(result))
     with open(paths['compare.json'], 'w') as f:
         json.dump(result, f, indent=2)
-    plotted = [r for r in result['rows'] if r['plotted']]
-    metrics = sorted({r['metric'] for r in plotted})
-    _plot(paths['map_vs_fps.png'], 'mAP vs FPS', 'FPS (images/s, tools/benchmark.py)',
-          f"mAP ({', '.join(metrics) or 'none'})", plotted, lambda r: r['fps'],
-          lambda r: r['map'], group=lambda r: r.get('head'), front=lambda r: r['pareto'])
+    _plot_map_vs_fps(paths['map_vs_fps.png'], [r for r in result['rows'] if r['plotted']])
     timed = [r for r in result['rows'] if r['backbone_macs'] is not None]
     _plot(paths['macs_vs_latency.png'], 'Backbone MACs vs latency', 'backbone GMACs / image',
           'median latency (ms / batch)', timed, lambda r: r['backbone_macs'] / 1e9,
@@ -372,8 +588,9 @@ def write_outputs(result: dict, out_dir: str) -> Dict[str, str]:
 
 
 def run_compare(run_dirs: Sequence[str], out_dir: str, names: Optional[Sequence[str]] = None,
-                metric: Optional[str] = None) -> Tuple[dict, Dict[str, str]]:
+                metric: Optional[str] = None, timing: Optional[dict] = None,
+                head_names: Optional[Dict[str, str]] = None) -> Tuple[dict, Dict[str, str]]:
     """:func:`compare` the runs and :func:`write_outputs` to ``out_dir``."""
-    result = compare(run_dirs, names, metric)
+    result = compare(run_dirs, names, metric, timing, head_names)
     return result, write_outputs(result, out_dir)
 

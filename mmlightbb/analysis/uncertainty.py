@@ -141,7 +141,8 @@ def voc_matches(dets: dict, iou_thr: float = 0.5) -> List[dict]:
             n_gt[i] = len(g)
         order = np.argsort(-np.concatenate(scores))  # as eval_map sorts the stacked detections
         classes.append(dict(img=np.concatenate(imgs)[order], tp=np.concatenate(tps)[order],
-                            fp=np.concatenate(fps)[order], n_gt=n_gt))
+                            fp=np.concatenate(fps)[order], n_gt=n_gt,
+                            score=np.concatenate(scores)[order]))
     return classes
 
 
@@ -168,6 +169,36 @@ def voc_map(matches: List[dict], weights: np.ndarray) -> np.ndarray:
     aps, valid = np.array(aps), np.array(valid)
     count = valid.sum(0)
     return np.where(count > 0, (aps * valid).sum(0) / np.maximum(count, 1), 0.0)
+
+
+def voc_class_aps(matches: List[dict]) -> List[Optional[float]]:
+    """Each class's AP50 on the whole test set (None for a class without ground truth)."""
+    ones = np.ones((1, len(matches[0]['n_gt']))) if matches else np.ones((1, 0))
+    return [float(voc_map([m], ones)[0]) if m['n_gt'].sum() > 0 else None for m in matches]
+
+
+def best_f1_point(matches: List[dict], scores: Sequence[np.ndarray]) -> Optional[dict]:
+    """Precision and recall of all classes together (IoU 0.5, as the VOC matches) when the
+    detections scored at least the threshold of the best F1 are kept; None without ground
+    truth."""
+    n_gt = sum(m['n_gt'].sum() for m in matches)
+    if n_gt == 0:
+        return None
+    score = np.concatenate(scores) if scores else np.zeros(0)
+    tp = np.concatenate([m['tp'] for m in matches])
+    fp = np.concatenate([m['fp'] for m in matches])  # a match of an ignored box is neither
+    order = np.argsort(-score, kind='stable')
+    if not len(order):
+        return dict(score_threshold=None, precision=0.0, recall=0.0, f1=0.0)
+    tp_sum = np.cumsum(tp[order])
+    kept = np.cumsum(tp[order] + fp[order])
+    precision, recall = tp_sum / np.maximum(kept, 1), tp_sum / n_gt
+    f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
+    # a threshold keeps every detection of that score: only the last of equal scores counts
+    last = np.r_[score[order][1:] != score[order][:-1], True]
+    best = np.flatnonzero(last)[np.argmax(f1[last])]
+    return dict(score_threshold=float(score[order][best]), precision=float(precision[best]),
+                recall=float(recall[best]), f1=float(f1[best]))
 
 
 # ----------------------------------------------------------------------------- COCO mAP
@@ -281,7 +312,10 @@ def bootstrap_maps(dets: dict, resamples: int = RESAMPLES, seed: int = 0,
     ones = np.ones((1, n))
     out = dict(resamples=resamples, seed=seed, level=LEVEL, images=n, images_key=images_key(dets),
                method='percentile bootstrap over the test images (drawn with replacement)')
-    metrics = [('pascal_voc/mAP', voc_matches(dets), voc_map)]
+    voc = voc_matches(dets)
+    out.update(class_ap50=voc_class_aps(voc),
+               best_f1=best_f1_point(voc, [m['score'] for m in voc]))
+    metrics = [('pascal_voc/mAP', voc, voc_map)]
     if ann_file is not None:
         metrics.append(('coco/bbox_mAP', coco_matches(dets, ann_file, classes), coco_map))
     for name, matches, fn in metrics:
@@ -370,7 +404,10 @@ def compare_pair(fast: dict, slow: dict) -> dict:
     the side-by-side timing both were in, or None)."""
     paired = fast.get('paired_timing') is not None and \
         fast.get('paired_timing') == slow.get('paired_timing')
-    speed = fps_ratio(fast['latency_samples'], slow['latency_samples'], paired)
+    if min(len(fast.get('latency_samples') or ()), len(slow.get('latency_samples') or ())) >= 3:
+        speed = fps_ratio(fast['latency_samples'], slow['latency_samples'], paired)
+    else:  # no timing rounds to tell the noise: the FPS ratio is not judged
+        speed = dict(ratio=fast['fps'] / slow['fps'], interval=None, holds=None, paired=False)
     acc = map_difference(fast, slow)
     faster = speed['holds'] and speed['ratio'] > 1
     better = acc['holds'] and acc['diff'] > 0

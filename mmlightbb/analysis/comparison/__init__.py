@@ -1,7 +1,10 @@
 """Compare backbones on your own dataset: mAP against FPS, for YOLOX and Cascade R-CNN, in one call.
 
-Modules: :mod:`.plan` (the runs, their settings, precision and backends, how far each got),
-:mod:`.runs` (one run: train, test, time; progress) and :mod:`.job` (the whole comparison).
+Modules: :mod:`.settings` (:class:`ComparisonSettings`, every option validated once),
+:mod:`.plan` (the runs, their settings, precision and backends, how far each got), :mod:`.runs`
+(one run: train, test, time; progress), :mod:`.testset` (each test image's detections and the
+bootstrap of the mAP over them), :mod:`.timing` (every run timed side by side after all training)
+and :mod:`.job` (the whole comparison).
 
 :func:`compare_backbones` (``tools/compare_backbones.py`` is its command line):
 
@@ -17,7 +20,16 @@ Modules: :mod:`.plan` (the runs, their settings, precision and backends, how far
    (``benchmark-<backend>-<precision>.json``: the exported YOLOX detector with box decoding and
    NMS in onnxruntime / OpenVINO; where the runtime is missing or the detector does not export,
    e.g. Cascade R-CNN's RoI stages, the file holds that reason as a ``note``);
-3. writes the table and the plots (:func:`..compare.run_compare`) to ``OUT/report/``.
+3. with ``seeds`` N > 1 repeats 2. with seeds ``seed`` .. ``seed + N - 1`` (seed 0 in
+   ``OUT/<run>/``, seed S in ``OUT/<run>_seedS/``; the first seed of every run trains first);
+4. draws ``bootstrap`` resamples of the test images from every run's ``detections.npz`` (saved
+   during its test) for the 95 % intervals of VOC mAP50 and COCO mAP (``bootstrap.json``;
+   :mod:`..uncertainty`);
+5. times every finished run's first seed in every backend side by side in one process, after all
+   training (``OUT/timing.json``, :mod:`.timing`; kept while the runs and backends are the same
+   and nothing was trained or timed, re-measured with ``retime``);
+6. writes the table, the verdict and the plots (:func:`..compare.run_compare`) to
+   ``OUT/report/``.
 
 Nothing is lost when it stops: a run with ``test_metrics.json`` and ``benchmark.json`` is not
 trained again (only the backends it was not timed with yet are benchmarked, from its checkpoint;
@@ -30,9 +42,13 @@ the table. One run that fails (e.g. a non-finite loss) is reported and the other
 from .job import RunFailures, compare_backbones
 from .plan import (RUN_INFO, SETTINGS_VERSION, TEST_METRICS, ComparisonError,
                    check_precision_and_backends, default_epochs, default_size, plan_runs,
-                   run_settings, run_state, runtime_timed, saved_settings, test_input_shape)
+                   run_settings, run_state, runtime_timed, saved_settings, seed_dir_name,
+                   test_input_shape)
+from .settings import ComparisonSettings
+from .timing import TIMING, time_side_by_side
 
-__all__ = ['compare_backbones', 'ComparisonError', 'RunFailures', 'plan_runs',
-           'check_precision_and_backends', 'default_epochs', 'default_size', 'test_input_shape',
-           'run_settings', 'saved_settings', 'run_state', 'runtime_timed', 'RUN_INFO',
-           'TEST_METRICS', 'SETTINGS_VERSION']
+__all__ = ['compare_backbones', 'ComparisonSettings', 'ComparisonError', 'RunFailures',
+           'plan_runs', 'check_precision_and_backends', 'default_epochs', 'default_size',
+           'test_input_shape', 'run_settings', 'saved_settings', 'run_state', 'runtime_timed',
+           'seed_dir_name', 'time_side_by_side', 'RUN_INFO', 'TEST_METRICS', 'TIMING',
+           'SETTINGS_VERSION']

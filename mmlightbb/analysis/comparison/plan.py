@@ -79,6 +79,12 @@ def plan_runs(heads: Sequence[str], backbones: Sequence[str], quick: bool = Fals
     return runs
 
 
+def seed_dir_name(name: str, seed: int) -> str:
+    """The folder of a run trained with ``seed``: seed 0 keeps the run's name (so a comparison
+    made before --seeds is the seed-0 part of one with more), another seed adds ``_seed<seed>``."""
+    return name if seed == 0 else f'{name}_seed{seed}'
+
+
 def epochs_text(n: int) -> str:
     return f"{n} epoch{'' if n == 1 else 's'}"
 

@@ -10,7 +10,9 @@ from typing import Callable, Dict, List, Sequence, Tuple
 
 from ...engine.fileio import atomic_write
 from ..compare import benchmark_file_name
+from ..uncertainty import DETECTIONS
 from .plan import TEST_METRICS, epochs_text
+from .testset import detections_hook
 
 # a Cascade R-CNN epoch costs about this many YOLOX-s epochs on 2 CPU cores at 160 px (measured
 # with FasterNet-T2: 4.5 vs 1.05 s per batch of 8; the backbone's share is the same in both)
@@ -82,8 +84,10 @@ def progress_hook(clock: Clock, prefix: str, head: str, later: Sequence[Tuple[st
 
 # ------------------------------------------------------------------------------- one run
 def train_test_benchmark(cfg, run: dict, run_dir: str, benches: list, precision: str,
-                         clock: Clock, prefix: str, later: Sequence[Tuple[str, int]]):
-    """Train (or resume), test in ``precision``, then :func:`time_backends` with ``benches``
+                         clock: Clock, prefix: str, later: Sequence[Tuple[str, int]],
+                         num_classes: int):
+    """Train (or resume), test in ``precision`` (every test image's detections saved,
+    :func:`.testset.detections_hook`), then :func:`time_backends` with ``benches``
     (BenchmarkSettings, PyTorch first) on the trained model."""
     from mmengine.runner import Runner
 
@@ -114,6 +118,7 @@ def train_test_benchmark(cfg, run: dict, run_dir: str, benches: list, precision:
         raise_if_weights_nonfinite(runner, err)
         raise
     trained = runner.epoch
+    runner.register_hook(detections_hook(osp.join(run_dir, DETECTIONS), num_classes))
     with fp32_predictions(runner.model):  # the metrics take fp32 boxes only
         metrics = runner.test()
     metrics = {k: (float(v) if isinstance(v, (int, float)) else v) for k, v in metrics.items()}

@@ -1,0 +1,76 @@
+"""What a comparison runs and measures: :class:`ComparisonSettings`, validated once when made."""
+import dataclasses
+from typing import Dict, Optional, Tuple
+
+from .. import detector_configs as dc
+from ..uncertainty import RESAMPLES
+from .plan import ComparisonError
+
+
+@dataclasses.dataclass(frozen=True)
+class ComparisonSettings:
+    """Every option of :func:`~.job.compare_backbones` (``tools/compare_backbones.py``'s flags).
+
+    ``epochs`` (None: :func:`.plan.default_epochs`) and ``size`` (None: from the images) are the
+    same for every run; ``epochs_by_head`` overrides the epochs of a head. ``backbones`` None:
+    every mmlightbb family and each head's baseline (``quick``: the small ones). ``seeds``
+    trains every run with seeds ``seed`` .. ``seed + seeds - 1``; ``bootstrap`` is the number of
+    resamples of the test images behind each mAP interval; ``retime`` times every finished run
+    side by side again. ``device`` None: CUDA when there is one. Making one raises
+    :class:`~.plan.ComparisonError` with one line naming the flag and the fix.
+    """
+    heads: Tuple[str, ...] = dc.HEADS
+    backbones: Optional[Tuple[str, ...]] = None
+    epochs: Optional[int] = None
+    epochs_by_head: Optional[Dict[str, int]] = None
+    size: Optional[int] = None
+    batch_size: int = 8
+    device: Optional[str] = None
+    threads: Optional[int] = None
+    pretrained: Optional[Dict[str, str]] = None
+    split_seed: int = 0
+    val_ratio: float = 0.2
+    classes: Optional[Tuple[str, ...]] = None
+    quick: bool = False
+    bench_iters: int = 20
+    bench_warmup: int = 3
+    seed: int = 0
+    seeds: int = 1
+    precision: str = 'fp32'
+    backends: Tuple[str, ...] = ('pytorch', )
+    bootstrap: int = RESAMPLES
+    retime: bool = False
+
+    def __post_init__(self):
+        import torch
+        for name in ('heads', 'backbones', 'classes', 'backends'):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, tuple(value))
+        for flag, value, low in (('--batch-size', self.batch_size, 1),
+                                 ('--bench-iters', self.bench_iters, 1),
+                                 ('--epochs', self.epochs, 1), ('--size', self.size, 32),
+                                 ('--threads', self.threads, 1), ('--seeds', self.seeds, 1),
+                                 ('--seed', self.seed, 0), ('--bootstrap', self.bootstrap, 100)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                                      or value < low):
+                raise ComparisonError(f'{flag} must be an integer >= {low}, got {value!r}')
+        if self.size is not None and self.size % 32:
+            raise ComparisonError(f'--size must be a multiple of 32 (the detectors downsample by '
+                                  f'32), got {self.size}; e.g. '
+                                  f'{32 * max(1, round(self.size / 32))}')
+        device = self.device or ('cuda' if torch.cuda.is_available() else 'cpu')
+        if device not in ('cpu', 'cuda'):
+            raise ComparisonError(f"--device must be 'cpu' or 'cuda', got {device!r}")
+        if device == 'cuda' and not torch.cuda.is_available():
+            raise ComparisonError(f'--device cuda: this torch ({torch.__version__}) sees no CUDA '
+                                  'GPU; use --device cpu or install a CUDA build (README, GPU '
+                                  'install)')
+        if device == 'cpu' and torch.cuda.is_available():
+            raise ComparisonError('--device cpu on a machine with a GPU: start the command with '
+                                  "CUDA_VISIBLE_DEVICES='' (tools/compare_backbones.py does this)")
+        object.__setattr__(self, 'device', device)
+
+    @property
+    def seed_list(self) -> Tuple[int, ...]:
+        return tuple(range(self.seed, self.seed + self.seeds))
