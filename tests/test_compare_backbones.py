@@ -388,6 +388,26 @@ def test_pretrained_weights_reach_the_run_config(voc_small, tmp_path):
     assert (scratch.model.backbone.frozen_stages, scratch.model.backbone.norm_eval) == (-1, False)
 
 
+def test_mobilenetv2_is_the_classic_lightweight_baseline(voc_small, tmp_path):
+    """mmdet's MobileNetV2 by width factor: strides 8/16/32 for YOLOX (32/96/320 channels at
+    1.0), 4..32 for Cascade R-CNN; an unknown width is one line."""
+    from mmlightbb.analysis import detector_configs as dc
+    from mmlightbb.analysis.comparison import plan_runs
+    from mmlightbb.datasets import prepare_dataset
+    runs = plan_runs(['yolox', 'cascade'], ['mobilenetv2', 'mobilenetv2:0.5'])
+    assert [r['name'] for r in runs] == [
+        'yolox_mobilenetv2_1.0', 'yolox_mobilenetv2_0.5', 'cascade_mobilenetv2_1.0',
+        'cascade_mobilenetv2_0.5']
+    data = prepare_dataset(voc_small, str(tmp_path / 'data'))
+    cfg = dc.build_config('yolox', 'mobilenetv2', '1.0', data, str(tmp_path / 'run'), 1, 64)
+    assert cfg.model.backbone.type == 'MobileNetV2' and cfg.model.neck.in_channels == [32, 96,
+                                                                                         320]
+    cfg = dc.build_config('cascade', 'mobilenetv2', '0.5', data, str(tmp_path / 'run'), 1, 64)
+    assert cfg.model.backbone.widen_factor == 0.5 and len(cfg.model.neck.in_channels) == 4
+    assert "valid archs are ['0.5', '0.75', '1.0', '1.4']" in _error_line(
+        [voc_small, '--out', str(tmp_path / 'o'), '--backbones', 'mobilenetv2:2'])
+
+
 def test_bad_folders_are_one_line(tmp_path):
     out = str(tmp_path / 'o')
     (tmp_path / 'photos').mkdir()

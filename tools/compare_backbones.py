@@ -34,9 +34,9 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__.split('\n')[0],
         epilog='backbones: convnext, cspconvnext, fasternet, replknet, parameternet (mmlightbb), '
-        'cspdarknet (YOLOX), resnet (mmdet), each optionally :ARCH (e.g. fasternet:t0, '
-        "resnet:18, cspdarknet:tiny); 'baseline' = cspdarknet:s for yolox and resnet:50 for "
-        'cascade (--quick: cspdarknet:tiny / resnet:18).')
+        'cspdarknet (YOLOX), resnet and mobilenetv2 (mmdet), each optionally :ARCH (e.g. '
+        "fasternet:t0, resnet:18, cspdarknet:tiny, mobilenetv2:0.5); 'baseline' = cspdarknet:s "
+        'for yolox and resnet:50 for cascade (--quick: cspdarknet:tiny / resnet:18).')
     parser.add_argument('data', metavar='DATA', help='dataset folder (VOC, COCO or YOLO layout)')
     parser.add_argument('--out', required=True, metavar='DIR',
                         help='output folder: data/ (COCO json), one folder per run, report/')

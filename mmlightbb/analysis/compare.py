@@ -161,6 +161,7 @@ def load_rows(run_dir: str, name: Optional[str] = None, metric: Optional[str] = 
                    backbone_params=None, backbone_macs=None, deploy=None, input=None,
                    threads=None, device=None, cpu=None, torch=None, seed=info.get('seed'),
                    fps_iqr=None, fps_source=None, latency_samples=None, paired_timing=None,
+                   classes=(info.get('settings') or {}).get('classes'),
                    **boot)
         if bench is not None:
             s = bench['settings']
@@ -386,7 +387,7 @@ def format_markdown(result: dict) -> str:
             _cell(r['backbone_macs'] and r['backbone_macs'] / 1e9, '{:.2f}'), _cell(deploy),
             _cell(r['input']), _cell(r['threads']), _cell(r['device']), r['backend'] or '-',
             r['precision'] or '-', pareto]) + ' |')
-    lines += _uncertainty_lines(result)
+    lines += _quality_lines(result) + _uncertainty_lines(result)
     notes = [f"* {r['name']}{variant(r)}: {'; '.join(r['notes'])}" for r in result['rows']
              if r['notes']]
     if notes:
@@ -410,6 +411,38 @@ def format_markdown(result: dict) -> str:
 
 def _interval_cell(ci, fmt: str = '{:.3f}') -> str:
     return '-' if ci is None else f'[{fmt.format(ci[0])}, {fmt.format(ci[1])}]'
+
+
+def _quality_lines(result: dict) -> List[str]:
+    """What detection papers report, one row per run: mAP50, mAP50:95, mAP75, precision and
+    recall at the best-F1 score threshold, each class's AP50, and the whole detector's size."""
+    rows = [r for r in result['rows'] if r['backend'] in (None, 'pytorch')]
+    if not any(r.get('best_f1') or r.get('detector_params') for r in rows):
+        return []
+    lines = ['', '## Detection quality and size', '',
+             '| name | mAP50 | mAP50:95 | mAP75 | precision | recall | score threshold | '
+             'AP50 per class | detector params M | detector GFLOPs | FPS |',
+             '|---|---|---|---|---|---|---|---|---|---|---|']
+    for r in rows:
+        f1 = r.get('best_f1') or {}
+        aps = r.get('class_ap50') or []
+        names = r.get('classes') or [str(i) for i in range(len(aps))]
+        lines.append(' | '.join([
+            f"| {r['name']}", _cell(r['map'], '{:.3f}'), _cell(r.get('coco_map'), '{:.3f}'),
+            _cell(r.get('coco_map75'), '{:.3f}'), _cell(f1.get('precision'), '{:.3f}'),
+            _cell(f1.get('recall'), '{:.3f}'), _cell(f1.get('score_threshold'), '{:.3f}'),
+            ', '.join(f"{n} {'-' if a is None else f'{a:.3f}'}" for n, a in zip(names, aps))
+            or MISSING, _cell(r.get('detector_params') and r['detector_params'] / 1e6, '{:.2f}'),
+            _cell(r.get('detector_gflops'), '{:.2f}'), _cell(r['fps'], '{:.1f}')]) + ' |')
+    lines += ['', 'mAP50: the table\'s metric (VOC mAP50 where a run has it); mAP50:95 and '
+              'mAP75: COCO (pycocotools); precision and recall: all classes, IoU 0.5, keeping '
+              'the detections scored at least the threshold of the best F1; with several seeds '
+              'the per-class AP50 and the operating point are the first seed\'s. Detector '
+              'params and GFLOPs: the whole deployed detector (backbone, neck, head(s); not the '
+              'post-processing) at the test size, 1 multiply-add = 2 FLOPs. FPS: batch 1, the '
+              'precision of the Setup, PyTorch rows include preprocessing, box decoding and NMS '
+              '(see Timing).']
+    return lines
 
 
 def _uncertainty_lines(result: dict) -> List[str]:

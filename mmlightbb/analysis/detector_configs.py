@@ -4,7 +4,10 @@ backbone, on a COCO-json dataset, on one short schedule that is the same for eve
 Backbones are named ``family[:arch]``: the mmlightbb families (``convnext``, ``cspconvnext``,
 ``fasternet``, ``replknet``, ``parameternet``) and two mmdet baselines, ``cspdarknet`` (YOLOX's
 own backbone; archs ``tiny``/``s``/``m``/``l``/``x`` are YOLOX's depth/width factors) and
-``resnet`` (``18``..``152``). ``baseline`` means each head's incumbent: CSPDarknet-s (YOLOX-s) for
+``resnet`` (``18``..``152``), and ``mobilenetv2``, mmdet's MobileNetV2, the classic lightweight
+backbone (archs are its width factors ``0.5``/``0.75``/``1.0``/``1.4``; strides 8/16/32 are the
+outputs of its 3rd, 5th and 7th inverted-residual stages, 32/96/320 channels at 1.0, without the
+final 1280-channel conv). ``baseline`` means each head's incumbent: CSPDarknet-s (YOLOX-s) for
 ``yolox``, ResNet-50 for ``cascade``.
 
 :func:`build_config` returns a plain mmengine ``Config`` (mmdet's packaged YOLOX-s / Cascade R-CNN
@@ -48,7 +51,9 @@ MMLIGHTBB_FAMILIES = {  # family -> (class name, default arch, extra settings)
 CSPDARKNET_ARCHS = {'tiny': (0.33, 0.375), 's': (0.33, 0.5), 'm': (0.67, 0.75), 'l': (1.0, 1.0),
                     'x': (1.33, 1.25)}  # YOLOX's (deepen_factor, widen_factor)
 RESNET_ARCHS = ('18', '34', '50', '101', '152')
-BASELINE_FAMILIES = {'cspdarknet': ('CSPDarknet', 's'), 'resnet': ('ResNet', '50')}
+MOBILENETV2_ARCHS = ('0.5', '0.75', '1.0', '1.4')  # widen_factor
+BASELINE_FAMILIES = {'cspdarknet': ('CSPDarknet', 's'), 'resnet': ('ResNet', '50'),
+                     'mobilenetv2': ('MobileNetV2', '1.0')}
 FAMILIES = tuple(MMLIGHTBB_FAMILIES) + tuple(BASELINE_FAMILIES)
 BASELINES = {'yolox': 'cspdarknet:s', 'cascade': 'resnet:50'}
 QUICK_BASELINES = {'yolox': 'cspdarknet:tiny', 'cascade': 'resnet:18'}
@@ -78,6 +83,8 @@ def archs_of(family: str) -> List[str]:
         return list(CSPDARKNET_ARCHS)
     if family == 'resnet':
         return list(RESNET_ARCHS)
+    if family == 'mobilenetv2':
+        return list(MOBILENETV2_ARCHS)
     raise ConfigError(f'unknown backbone {family!r}; valid backbones are {list(FAMILIES)} '
                       "and 'baseline' (each head's own: cspdarknet:s for yolox, resnet:50 for "
                       'cascade)')
@@ -141,6 +148,9 @@ def backbone_config(family: str, arch: str, head: str,
                     frozen_stages=1 if checkpoint else -1,
                     norm_cfg=dict(type='BN', requires_grad=True), norm_eval=bool(checkpoint),
                     style='pytorch', init_cfg=init_cfg)
+    if family == 'mobilenetv2':
+        return dict(type='MobileNetV2', widen_factor=float(arch),
+                    out_indices=(2, 4, 6) if yolox else (1, 2, 4, 6), init_cfg=init_cfg)
     raise ConfigError(f'unknown backbone {family!r}')
 
 
