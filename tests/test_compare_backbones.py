@@ -408,6 +408,26 @@ def test_mobilenetv2_is_the_classic_lightweight_baseline(voc_small, tmp_path):
         [voc_small, '--out', str(tmp_path / 'o'), '--backbones', 'mobilenetv2:2'])
 
 
+def test_rtmdet_tiny_is_a_row_of_the_yolox_runs(voc_one_class, tmp_path):
+    """--backbones rtmdet:tiny: mmdet's RTMDet-tiny, whole, trained and tested on the YOLOX
+    schedule beside YOLOX runs (not with Cascade R-CNN); its config stands alone."""
+    from mmengine.config import Config
+
+    from mmlightbb.analysis.comparison import compare_backbones
+    out = str(tmp_path / 'cmp')
+    res = compare_backbones(voc_one_class, out, heads=['yolox', 'cascade'],
+                            backbones=['rtmdet:tiny'], epochs=1, size=64, batch_size=2,
+                            bench_iters=1, threads=1, log=lambda line: None)
+    assert [(r['name'], r['head'], r['backbone']) for r in res['result']['rows']] == [
+        ('rtmdet_tiny', 'yolox', 'rtmdet:tiny')]
+    row = res['result']['rows'][0]
+    assert row['fps'] > 0 and row['map'] is not None and row['map_interval'] is not None
+    cfg = Config.fromfile(osp.join(out, 'rtmdet_tiny', 'rtmdet_tiny.py'))
+    assert cfg.model.bbox_head.type == 'RTMDetSepBNHead' and cfg.model.bbox_head.num_classes == 1
+    assert cfg.model.backbone.init_cfg is None and cfg.model.neck.norm_cfg == dict(type='BN')
+    assert cfg.train_dataloader.dataset.pipeline[0].type == 'LoadSonarImageFromFile'
+
+
 def test_bad_folders_are_one_line(tmp_path):
     out = str(tmp_path / 'o')
     (tmp_path / 'photos').mkdir()

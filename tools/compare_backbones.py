@@ -36,7 +36,8 @@ def parse_args(argv=None):
         epilog='backbones: convnext, cspconvnext, fasternet, replknet, parameternet (mmlightbb), '
         'cspdarknet (YOLOX), resnet and mobilenetv2 (mmdet), each optionally :ARCH (e.g. '
         "fasternet:t0, resnet:18, cspdarknet:tiny, mobilenetv2:0.5); 'baseline' = cspdarknet:s "
-        'for yolox and resnet:50 for cascade (--quick: cspdarknet:tiny / resnet:18).')
+        'for yolox and resnet:50 for cascade (--quick: cspdarknet:tiny / resnet:18); '
+        "rtmdet:tiny = mmdet's whole RTMDet-tiny detector as a row of the yolox runs.")
     parser.add_argument('data', metavar='DATA', help='dataset folder (VOC, COCO or YOLO layout)')
     parser.add_argument('--out', required=True, metavar='DIR',
                         help='output folder: data/ (COCO json), one folder per run, report/')
@@ -45,7 +46,7 @@ def parse_args(argv=None):
     parser.add_argument('--backbones', '--archs', nargs='+', default=None, metavar='BACKBONE',
                         help='backbones as family[:arch] (default: every mmlightbb family at its '
                         'default arch + baseline; --quick: fasternet:t0 cspconvnext:e-mini '
-                        'parameternet:ghostnet baseline)')
+                        'parameternet:ghostnet baseline rtmdet:tiny)')
     parser.add_argument('--epochs', type=int, help='training epochs of every run (default 12, '
                         'or enough for 300 iterations on a small set; --quick: 4, or enough for '
                         '120 iterations)')

@@ -7,7 +7,13 @@ own backbone; archs ``tiny``/``s``/``m``/``l``/``x`` are YOLOX's depth/width fac
 ``resnet`` (``18``..``152``), and ``mobilenetv2``, mmdet's MobileNetV2, the classic lightweight
 backbone (archs are its width factors ``0.5``/``0.75``/``1.0``/``1.4``; strides 8/16/32 are the
 outputs of its 3rd, 5th and 7th inverted-residual stages, 32/96/320 channels at 1.0, without the
-final 1280-channel conv). ``baseline`` means each head's incumbent: CSPDarknet-s (YOLOX-s) for
+final 1280-channel conv). ``rtmdet`` (arch ``tiny``) is not a backbone but mmdet 3's own
+real-time detector, RTMDet-tiny (CSPNeXt-tiny backbone, CSPNeXt-PAFPN neck, RTMDet head; mmdet's
+``rtmdet/rtmdet_tiny_8xb32-300e_coco.py``): the YOLO-style baseline a user would pick instead,
+listed among the ``yolox`` runs (run ``rtmdet_tiny``; with ``cascade`` it is left out) and trained
+on the YOLOX schedule (its own data preprocessor, augmentations rescaled to ``size``, its stage-2
+pipeline for the last quarter of the epochs, EMA; BN instead of SyncBN, from scratch).
+``baseline`` means each head's incumbent: CSPDarknet-s (YOLOX-s) for
 ``yolox``, ResNet-50 for ``cascade``.
 
 :func:`build_config` returns a plain mmengine ``Config`` (mmdet's packaged YOLOX-s / Cascade R-CNN
@@ -53,12 +59,15 @@ CSPDARKNET_ARCHS = {'tiny': (0.33, 0.375), 's': (0.33, 0.5), 'm': (0.67, 0.75), 
 RESNET_ARCHS = ('18', '34', '50', '101', '152')
 MOBILENETV2_ARCHS = ('0.5', '0.75', '1.0', '1.4')  # widen_factor
 BASELINE_FAMILIES = {'cspdarknet': ('CSPDarknet', 's'), 'resnet': ('ResNet', '50'),
-                     'mobilenetv2': ('MobileNetV2', '1.0')}
+                     'mobilenetv2': ('MobileNetV2', '1.0'), 'rtmdet': ('CSPNeXt', 'tiny')}
+# whole detectors of mmdet, compared as rows of a head: family -> (head, {arch: config})
+WHOLE_DETECTORS = {'rtmdet': ('yolox', {'tiny': 'rtmdet/rtmdet_tiny_8xb32-300e_coco.py'})}
 FAMILIES = tuple(MMLIGHTBB_FAMILIES) + tuple(BASELINE_FAMILIES)
 BASELINES = {'yolox': 'cspdarknet:s', 'cascade': 'resnet:50'}
 QUICK_BASELINES = {'yolox': 'cspdarknet:tiny', 'cascade': 'resnet:18'}
 DEFAULT_BACKBONES = tuple(MMLIGHTBB_FAMILIES) + ('baseline', )
-QUICK_BACKBONES = ('fasternet:t0', 'cspconvnext:e-mini', 'parameternet:ghostnet', 'baseline')
+QUICK_BACKBONES = ('fasternet:t0', 'cspconvnext:e-mini', 'parameternet:ghostnet', 'baseline',
+                   'rtmdet:tiny')
 IMAGENET_PREPROCESS = dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375],
                            bgr_to_rgb=True)
 
@@ -85,6 +94,8 @@ def archs_of(family: str) -> List[str]:
         return list(RESNET_ARCHS)
     if family == 'mobilenetv2':
         return list(MOBILENETV2_ARCHS)
+    if family in WHOLE_DETECTORS:
+        return list(WHOLE_DETECTORS[family][1])
     raise ConfigError(f'unknown backbone {family!r}; valid backbones are {list(FAMILIES)} '
                       "and 'baseline' (each head's own: cspdarknet:s for yolox, resnet:50 for "
                       'cascade)')
@@ -119,7 +130,8 @@ def parse_backbone(spec: str, head: Optional[str] = None, quick: bool = False
 
 
 def run_name(head: str, family: str, arch: str) -> str:
-    return f'{head}_{family}_{arch}'
+    """``<head>_<family>_<arch>``; a whole detector is ``<family>_<arch>`` (its head is its own)."""
+    return f'{family}_{arch}' if family in WHOLE_DETECTORS else f'{head}_{family}_{arch}'
 
 
 # --------------------------------------------------------------------------- backbones
@@ -178,11 +190,12 @@ def backbone_out_channels(backbone_cfg: dict) -> List[int]:
 
 
 # ------------------------------------------------------------------------------ config
-def load_base_config(head: str):
-    """mmdet's packaged config of ``head`` (an mmengine Config), read from mmdet's install."""
+def load_base_config(head: str, rel: Optional[str] = None):
+    """mmdet's packaged config of ``head`` (or the one at ``rel`` under mmdet's configs), an
+    mmengine Config read from mmdet's install."""
     from mmengine.config import Config
     from mmengine.utils import get_installed_path
-    rel = BASE_CONFIGS[check_head(head)].split('::', 1)[1]
+    rel = rel or BASE_CONFIGS[check_head(head)].split('::', 1)[1]
     return Config.fromfile(osp.join(get_installed_path('mmdet'), '.mim', 'configs', rel))
 
 
@@ -234,6 +247,8 @@ def apply_short_schedule(cfg, epochs: int, lr: float, weight_decay: float = 0.05
     for hook in cfg.get('custom_hooks', []):
         if hook.get('type') == 'YOLOXModeSwitchHook':
             hook['num_last_epochs'] = last
+        if hook.get('type') == 'PipelineSwitchHook':  # RTMDet's stage 2: the same last epochs
+            hook['switch_epoch'] = cosine_end if last else epochs
     cfg.train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=epochs, val_interval=epochs)
     return cfg
 
@@ -288,6 +303,41 @@ def _cascade(cfg, data: dict, size: int, backbone: dict, channels: List[int]):
     cfg.test_dataloader.dataset = _dataset(data, 'test', test_pipeline, test_mode=True)
 
 
+def _rtmdet(cfg, data: dict, size: int, checkpoint: Optional[str]):
+    """RTMDet at ``size`` on ``data``: BN (one process), from scratch unless ``checkpoint``
+    (backbone weights), its augmentations rescaled, the sonar loader."""
+    model = cfg.model
+    model.backbone.init_cfg = dict(type='Pretrained', checkpoint=checkpoint) if checkpoint \
+        else None
+    for part in (model.backbone, model.neck, model.bbox_head):
+        part.norm_cfg = dict(type='BN')
+    model.bbox_head.num_classes = len(data['classes'])
+
+    def rescale(pipeline):
+        for t in pipeline:
+            if t.type == 'LoadImageFromFile':
+                t.clear()
+                t.type = 'LoadSonarImageFromFile'
+            for key in ('img_scale', 'crop_size', 'size'):
+                if key in t:
+                    t[key] = (size, size)
+            if t.type == 'RandomResize':
+                t.scale = (2 * size, 2 * size) if t.scale[0] > 640 else (size, size)
+            if t.type == 'Resize':
+                t.scale = (size, size)
+        return pipeline
+
+    train = rescale(cfg.train_dataloader.dataset.pipeline)
+    train[0]['ignore_empty'] = True
+    cfg.train_dataloader.dataset = _dataset(data, 'train', train, test_mode=False)
+    cfg.test_dataloader.dataset = _dataset(
+        data, 'test', rescale(cfg.test_dataloader.dataset.pipeline), test_mode=True)
+    for hook in cfg.custom_hooks:
+        if hook.type == 'PipelineSwitchHook':
+            rescale(hook.switch_pipeline)[0]['ignore_empty'] = True
+    cfg.train_dataloader.pop('batch_sampler', None)
+
+
 def build_config(head: str, family: str, arch: str, data: dict, work_dir: str, epochs: int,
                  size: int, batch_size: int = 8, checkpoint: Optional[str] = None,
                  num_workers: int = 0, seed: int = 0):
@@ -297,16 +347,22 @@ def build_config(head: str, family: str, arch: str, data: dict, work_dir: str, e
     ``train.file``, ``test.file``). ``checkpoint``: backbone weights (``init_cfg`` Pretrained).
     """
     check_head(head)
-    cfg = load_base_config(head)
-    backbone = backbone_config(family, arch, head, checkpoint)
-    channels = backbone_out_channels(backbone)
-    if head == 'yolox':
-        _yolox(cfg, data, size, family, backbone, channels)
+    if family in WHOLE_DETECTORS:
+        cfg = load_base_config(head, WHOLE_DETECTORS[family][1][arch])
+        _rtmdet(cfg, data, size, checkpoint)
     else:
-        _cascade(cfg, data, size, backbone, channels)
+        cfg = load_base_config(head)
+        backbone = backbone_config(family, arch, head, checkpoint)
+        channels = backbone_out_channels(backbone)
+        if head == 'yolox':
+            _yolox(cfg, data, size, family, backbone, channels)
+        else:
+            _cascade(cfg, data, size, backbone, channels)
     schedule = SCHEDULES[head]
     apply_short_schedule(cfg, epochs, schedule['lr'], schedule['weight_decay'],
                          schedule['clip_grad'], yolox_mode_switch=head == 'yolox')
+    if family in WHOLE_DETECTORS:  # RTMDet's head shares its convs between levels, as mmdet's
+        cfg.optim_wrapper.paramwise_cfg['bypass_duplicate'] = True
     for loader in ('train_dataloader', 'test_dataloader'):
         cfg[loader].update(batch_size=batch_size, num_workers=num_workers,
                            persistent_workers=num_workers > 0)

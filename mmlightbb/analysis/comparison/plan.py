@@ -49,6 +49,8 @@ def plan_runs(heads: Sequence[str], backbones: Sequence[str], quick: bool = Fals
         dc.check_head(head)
         for spec in backbones:
             family, arch = dc.parse_backbone(spec, head, quick)
+            if family in dc.WHOLE_DETECTORS and dc.WHOLE_DETECTORS[family][0] != head:
+                continue  # e.g. RTMDet is a row of the yolox runs only
             name = dc.run_name(head, family, arch)
             if name not in seen:
                 seen.add(name)
