@@ -23,10 +23,21 @@ A RUN_DIR is a work dir (``work_dirs/<config>/``) holding:
 
 Besides the chosen mAP the table shows COCO mAP@[.5:.95] (``coco/bbox_mAP``) when the run has it.
 
+How sure (:mod:`.uncertainty`): a work dir's ``bootstrap.json`` (written by
+``tools/compare_backbones.py`` from the run's per-image detections) gives the 95 % interval of its
+mAP and COCO mAP, each class's AP50 and the precision/recall at the best-F1 threshold; work dirs
+given the same name are the seeds of one run and become one row (mean, standard deviation, every
+seed's value; :func:`merge_seeds`); a side-by-side timing (``timing``, from
+:mod:`.comparison.timing`) replaces the FPS of the rows it timed (median and inter-quartile range
+over its rounds) and adds the whole detector's params and GFLOPs. A run whose mAP interval reaches
+0 "did not learn": it is never on the Pareto front. compare.md opens with the verdict sentence
+(:func:`.uncertainty.verdict`: FPS neighbours within each head, what holds beyond the noise) and
+has the sections "Detection quality and size", "How sure" and "Timing".
+
 Metric: ``--metric`` if given, else the first of :data:`METRIC_PREFERENCE` that the run has; the
 table names the metric of every row. A run without a metric or a benchmark shows "missing" (never
 0) and is left out of the plots, with a note. The Pareto front of mAP vs FPS is the set of rows
-that no other row beats in one and at least matches in the other (higher is better for both;
+that learned and that no other such row beats in one and at least matches in the other (higher is better for both;
 identical points are all on it), so of one run's backends only the fastest can be on it. The
 MACs-vs-latency plot fits ``latency = k x MACs`` by least squares through the origin, one line
 per head, backend and precision (runs of different heads do not share one: the head's own cost

@@ -264,9 +264,12 @@ def _bootstrap(jobs: List[dict], resamples: int, summary: dict, clock: Clock):
         if job.get('failed') or run_state(job['dir']) != 'done' or \
                 bootstrap_is_current(job['dir'], resamples):
             continue
-        if write_bootstrap(job['dir'], resamples, summary['test']['file'],
-                           summary['classes']) is None:
-            old.append(osp.basename(job['dir']))
+        try:
+            if write_bootstrap(job['dir'], resamples, summary['test']['file'],
+                               summary['classes']) is None:
+                old.append(osp.basename(job['dir']))
+        except Exception as err:  # the report goes on without this run's intervals
+            clock.log(f"{osp.basename(job['dir'])}: bootstrap FAILED: {last_line(err)}")
     if old:
         clock.log(f"note: no per-image detections in {', '.join(old)} (tested before they were "
                   'saved), so no mAP interval; delete their test_metrics.json to test them again '
