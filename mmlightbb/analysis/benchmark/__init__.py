@@ -126,15 +126,16 @@ off.
 from .core import MACS_COUNTER, SCHEMA_VERSION, benchmark, run_benchmark
 from .inputs import (backbone_layout, build_detector, conv_input_layouts, deploy_model,
                      find_test_scale, load_test_batches, make_batch, max_rel_diff)
-from ...engine.precision import PRECISIONS, autocast_context, cpu_bf16_support, resolve_precision
+from ...engine.precision import (PRECISIONS, autocast_compute, autocast_context, cpu_bf16_support,
+                                 resolve_precision)
 from .profile import PROFILE_CATEGORIES, categorize_events, op_category, profile_ops
 from .report import dump_json, format_table
 from .settings import BACKENDS, RUNTIME_PRECISIONS, BenchmarkSettings
 from .timing import cpu_name, matmul_peak_gflops, summarize, time_fn, time_interleaved
 
 __all__ = ['MACS_COUNTER', 'SCHEMA_VERSION', 'benchmark', 'run_benchmark', 'BenchmarkSettings',
-           'BACKENDS', 'RUNTIME_PRECISIONS', 'PRECISIONS', 'autocast_context', 'cpu_bf16_support',
-           'resolve_precision',
+           'BACKENDS', 'RUNTIME_PRECISIONS', 'PRECISIONS', 'autocast_compute', 'autocast_context',
+           'cpu_bf16_support', 'resolve_precision',
            'backbone_layout', 'build_detector', 'conv_input_layouts', 'deploy_model',
            'find_test_scale', 'load_test_batches', 'make_batch', 'max_rel_diff',
            'PROFILE_CATEGORIES', 'categorize_events', 'op_category', 'profile_ops', 'dump_json',

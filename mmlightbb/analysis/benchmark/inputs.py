@@ -15,7 +15,9 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ...engine import load_config
+from ...engine.checkpoint import runner_checkpoint_loading
 from ...models.layers.conv_bn import fuse_conv_norm, is_foldable
+from ...models.neck_check import check_backbone_neck_channels
 from .timing import Progress
 
 __all__ = ['find_test_scale', 'build_detector', 'deploy_model', 'max_rel_diff', 'make_batch',
@@ -56,12 +58,15 @@ def find_test_scale(cfg) -> Optional[Tuple[int, int]]:
 
 def build_detector(config: str, checkpoint: Optional[str] = None,
                    cfg_options: Optional[dict] = None):
-    """(model in eval mode on CPU, cfg): ``MODELS.build(cfg.model)`` + optional checkpoint."""
+    """(model in eval mode on CPU, cfg): ``MODELS.build(cfg.model)`` with the backbone/neck
+    channel check, and the checkpoint loaded safely (``weights_only=True``) if one is given."""
     cfg = load_config(config, cfg_options)
     init_default_scope(cfg.get('default_scope', 'mmdet'))
     model = MODELS.build(cfg.model)
+    check_backbone_neck_channels(model)
     if checkpoint is not None:
-        load_checkpoint(model, checkpoint, map_location='cpu')
+        with runner_checkpoint_loading(checkpoint):
+            load_checkpoint(model, checkpoint, map_location='cpu')
     model.eval()
     return model, cfg
 
