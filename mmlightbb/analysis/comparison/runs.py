@@ -89,11 +89,11 @@ def train_test_benchmark(cfg, run: dict, run_dir: str, benches: list, precision:
     """Train (or resume), test in ``precision`` (every test image's detections saved,
     :func:`.testset.detections_hook`), then :func:`time_backends` with ``benches``
     (BenchmarkSettings, PyTorch first) on the trained model."""
-    from mmengine.runner import Runner
+    from mmengine.config import Config
 
     from ...engine import find_resume_checkpoint
-    from ...engine.precision import fp32_predictions, set_test_autocast
-    from mmengine.config import Config
+    from ...engine.precision import use_autocast_test_loop
+    from ...engine.runner import build_runner
     resume_from = find_resume_checkpoint(run_dir) if osp.isdir(run_dir) else None
     # no file name: the Runner's own copy of the config (with this session's resume state) goes to
     # <run_dir>/<timestamp>.py, not over mmdet's base config name or <run>.py
@@ -101,7 +101,7 @@ def train_test_benchmark(cfg, run: dict, run_dir: str, benches: list, precision:
     cfg.resume = resume_from is not None
     cfg.load_from = resume_from
     # here, not in <run>.py: tools/test.py on that config tests in fp32 unless told otherwise
-    set_test_autocast(cfg, precision)
+    use_autocast_test_loop(cfg, precision)
     epochs = cfg.train_cfg.max_epochs
     if resume_from:
         clock.log(f'{prefix}: resuming from {osp.relpath(resume_from, osp.dirname(run_dir))}')
@@ -109,7 +109,7 @@ def train_test_benchmark(cfg, run: dict, run_dir: str, benches: list, precision:
         clock.log(f'{prefix}: training {epochs_text(epochs)} from scratch'
                   + (f" (backbone weights {run['checkpoint']})" if run['checkpoint'] else ''))
     t0 = time.perf_counter()
-    runner = Runner.from_cfg(cfg)
+    runner = build_runner(cfg)
     runner.register_hook(progress_hook(clock, prefix, run['head'], later))
     try:
         runner.train()
@@ -119,8 +119,7 @@ def train_test_benchmark(cfg, run: dict, run_dir: str, benches: list, precision:
         raise
     trained = runner.epoch
     runner.register_hook(detections_hook(osp.join(run_dir, DETECTIONS), num_classes))
-    with fp32_predictions(runner.model):  # the metrics take fp32 boxes only
-        metrics = runner.test()
+    metrics = runner.test()
     metrics = {k: (float(v) if isinstance(v, (int, float)) else v) for k, v in metrics.items()}
     atomic_json(metrics, osp.join(run_dir, TEST_METRICS))
     voc, coco = metrics.get('pascal_voc/mAP'), metrics.get('coco/bbox_mAP')
