@@ -3,7 +3,8 @@ synthetic side-scan sonar (CPU), compared in one table and plot.
 
     python tools/demo.py [--work-dir work_dirs/demo] [--data data/sonar_synth] [--epochs 8]
         [--cascade-epochs 1] [--size 160] [--heads yolox cascade] [--backbones fasternet ...]
-        [--precision fp32|bf16|fp16] [--backends pytorch onnxruntime openvino]
+        [--precision fp32|bf16|fp16] [--backends pytorch onnxruntime openvino] [--seeds 1]
+        [--retime]
 
 ``make demo`` runs it with the defaults (about 20 minutes on 2 cores). It is
 ``tools/compare_backbones.py`` on the synthetic set (made when absent); see
@@ -43,9 +44,14 @@ def parse_args():
     parser.add_argument('--backends', nargs='+', default=['pytorch'], metavar='BACKEND',
                         help='pytorch (always), onnxruntime, openvino: runtimes the trained YOLOX '
                         'detectors are timed in too (Cascade R-CNN rows get a note)')
+    parser.add_argument('--seeds', type=int, default=1,
+                        help='train every run this many times (seeds 0..N-1; default 1): the '
+                        'report gives mean, standard deviation and every seed\'s mAP')
+    parser.add_argument('--retime', action='store_true',
+                        help='time every finished run side by side again')
     args = parser.parse_args()
     for name in ('epochs', 'cascade_epochs', 'size', 'num_train', 'num_val', 'bench_iters',
-                 'threads'):
+                 'threads', 'seeds'):
         if getattr(args, name) < 1:
             parser.error(f'--{name.replace("_", "-")} must be >= 1')
     return args
@@ -61,7 +67,7 @@ def main():
     try:
         run_demo(args.work_dir, args.data, args.heads, args.backbones, args.epochs,
                  args.cascade_epochs, args.size, args.num_train, args.num_val, args.bench_iters,
-                 args.threads, args.precision, args.backends)
+                 args.threads, args.precision, args.backends, args.seeds, args.retime)
     except (ComparisonError, ConfigError, DatasetError, RunFailures) as err:
         raise SystemExit(f'error: {err}') from None
 

@@ -87,9 +87,10 @@ def run_demo(work_dir: str = 'work_dirs/demo', data_root: str = 'data/sonar_synt
              epochs: int = DEMO_EPOCHS, cascade_epochs: Optional[int] = DEMO_CASCADE_EPOCHS,
              size: int = DEMO_SIZE, num_train: int = 96, num_val: int = 48,
              bench_iters: int = 20, threads: int = 2, precision: str = 'fp32',
-             backends: Sequence[str] = ('pytorch', ), log=print) -> dict:
+             backends: Sequence[str] = ('pytorch', ), seeds: int = 1, retime: bool = False,
+             log=print) -> dict:
     """Data (if absent) -> :func:`compare_backbones` on it (CPU) at ``precision``, timed in
-    ``backends``; returns its result dict."""
+    ``backends``, every run trained ``seeds`` times; returns its result dict."""
     check_precision_and_backends(precision, backends, 'cpu')  # before the data is made
     data = make_sonar_dataset(data_root, num_train=num_train, num_val=num_val, size=size, seed=0)
     log(f"[demo] data: {data['out']} ({'already there' if data['skipped'] else 'generated'}; "
@@ -98,4 +99,5 @@ def run_demo(work_dir: str = 'work_dirs/demo', data_root: str = 'data/sonar_synt
         data_root, work_dir, heads=heads, backbones=list(backbones or DEFAULT_BACKBONES),
         epochs=epochs, size=size, batch_size=8, device='cpu', threads=threads,
         epochs_by_head={'cascade': cascade_epochs} if cascade_epochs else None,
-        bench_iters=bench_iters, precision=precision, backends=backends, log=log, tag='demo')
+        bench_iters=bench_iters, precision=precision, backends=backends, seeds=seeds,
+        retime=retime, log=log, tag='demo')
