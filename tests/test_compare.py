@@ -256,3 +256,47 @@ def test_one_row_per_backend_and_precision_with_the_mAP_tested_in_it(tmp_path):
     saved = json.loads((out / 'compare.json').read_text())
     assert [r['benchmark'] for r in saved['rows']][:3] == [
         'benchmark.json', 'benchmark-onnxruntime-fp32.json', 'benchmark-openvino-bf16.json']
+
+
+def _boot(run_dir, value, samples, key='same-images'):
+    samples = list(samples)
+    (run_dir / 'bootstrap.json').write_text(json.dumps({
+        'resamples': len(samples), 'images': 10, 'level': 0.95, 'images_key': key,
+        'pascal_voc/mAP': dict(value=value, interval=[min(samples), max(samples)],
+                               samples=samples), 'coco/bbox_mAP': None,
+        'class_ap50': [value], 'best_f1': dict(score_threshold=0.3, precision=0.5, recall=0.4,
+                                               f1=0.44)}))
+
+
+def test_seeds_merge_into_one_row_and_a_run_that_did_not_learn_is_off_the_front(tmp_path):
+    """Two work dirs named alike whose run.json name seeds 0 and 1 are one row (mean, std, both
+    values, the interval of the seed-mean); a run whose interval reaches 0 did not learn: never
+    on the Pareto front, named in the verdict that opens compare.md."""
+    dirs = {}
+    for name, seed, value, fps, samples in (
+            ('a', 0, 0.40, 10.0, [0.30, 0.35, 0.40, 0.45, 0.50]),
+            ('a', 1, 0.50, 10.0, [0.40, 0.45, 0.50, 0.55, 0.60]),
+            ('dead', 0, 0.02, 50.0, [0.0, 0.0, 0.01, 0.03, 0.05])):
+        d = tmp_path / f'{name}{seed}'
+        d.mkdir()
+        (d / 'run.json').write_text(json.dumps(dict(head='yolox', backbone=f'{name}:x', seed=seed,
+                                                    settings=dict(classes=['wreck']))))
+        _test_json(d, '20260102_120000', {'pascal_voc/mAP': value})
+        _bench(d, fps=fps, macs_g=1.0)
+        _boot(d, value, samples)
+        dirs[d] = name
+    out = tmp_path / 'report'
+    result, _ = cmp.run_compare([str(d) for d in dirs], str(out), list(dirs.values()))
+    a, dead = result['rows']
+    assert (a['name'], a['seeds'], a['map_seeds']) == ('a', [0, 1], [0.40, 0.50])
+    assert a['map'] == pytest.approx(0.45) and a['map_std'] == pytest.approx(0.0707, abs=1e-4)
+    assert a['map_interval'] == pytest.approx([0.355, 0.545])  # of the draw-by-draw seed-mean
+    assert (a['pareto'], a['did_not_learn']) == (True, False)
+    assert (dead['pareto'], dead['did_not_learn']) == (False, True)
+    assert result['verdict']['sentence'] == 'Yolox: only a:x learned (did not learn: dead:x).'
+    md = (out / 'compare.md').read_text()
+    assert md.startswith('# Accuracy vs speed\n\n**Verdict:** ')
+    assert main_table(md)[2].endswith('| did not learn |')
+    assert '| a | pytorch | 0, 1 | 0.450 ± 0.071 | 0.400, 0.500 | [0.355, 0.545] |' in md
+    assert '| a | 0.450 | missing | missing | 0.500 | 0.400 | 0.300 | wreck 0.400 |' in md
+    assert "Each run's own benchmark at the end of its training (not side by side" in md

@@ -250,13 +250,14 @@ def fit_through_origin(xs: Sequence[float], ys: Sequence[float]) -> Optional[flo
 
 def merge_seeds(rows: List[dict]) -> List[dict]:
     """One row per run name, backend and precision: the rows of a run's seeds (work dirs given
-    the same name) become one, in the place of the first, with the mean mAP, its standard
+    the same name whose run.json names their seed) become one, in the place of the first, with the mean mAP, its standard
     deviation and every seed's value, the bootstrap of the seed-mean (the seeds' resampled values
     averaged draw by draw, when they were drawn from the same images), and the first seed's
     timing."""
     groups: Dict[tuple, List[dict]] = {}
-    for row in rows:
-        groups.setdefault((row['name'], row['backend'], row['precision']), []).append(row)
+    for k, row in enumerate(rows):  # only runs of tools/compare_backbones.py know their seed
+        key = (row['name'], row['backend'], row['precision']) if row['seed'] is not None else k
+        groups.setdefault(key, []).append(row)
     merged = []
     for group in groups.values():
         row = dict(group[0], run_dirs=[r['run_dir'] for r in group],
