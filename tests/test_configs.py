@@ -118,13 +118,15 @@ def shrink(cfg, size=SIZE):
 def test_config_trains_one_iteration_and_predicts(config, data_dir, monkeypatch, tmp_path):
     import mmlightbb  # noqa: F401
     from mmengine.config import Config
-    from mmengine.runner import Runner
+
+    from mmlightbb.engine import RecoverableRunner, build_runner
     monkeypatch.chdir(data_dir)
     cfg = shrink(Config.fromfile(config))
     cfg.work_dir = str(tmp_path)
     model_cfg = cfg.model
     neck_in = model_cfg.neck.in_channels
-    runner = Runner.from_cfg(cfg)
+    runner = build_runner(cfg)  # as tools/train.py builds it: the runner the config names
+    assert type(runner) is RecoverableRunner  # _base_/mmlightbb_runtime.py selects it
     backbone = runner.model.backbone
     if hasattr(backbone, 'out_channels'):  # mmlightbb backbones state their channels
         assert list(backbone.out_channels) == list(neck_in)
