@@ -238,8 +238,10 @@ def test_bf16_is_the_precision_of_the_test_and_of_every_backend(voc_one_class, t
     run_dir = osp.join(out, 'yolox_fasternet_t0')
     assert json.load(open(osp.join(run_dir, 'run.json')))['settings']['precision'] == 'bf16'
     stamp = next(f for f in os.listdir(run_dir) if f[:8].isdigit() and f.endswith('.py'))
-    assert Config.fromfile(osp.join(run_dir, stamp)).test_cfg.fp16 is True
-    assert 'fp16' not in Config.fromfile(osp.join(run_dir, 'yolox_fasternet_t0.py')).test_cfg
+    assert Config.fromfile(osp.join(run_dir, stamp)).test_cfg == dict(type='AutocastTestLoop',
+                                                                      precision='bf16')
+    assert Config.fromfile(osp.join(run_dir, 'yolox_fasternet_t0.py')).test_cfg == dict(
+        type='TestLoop')
     torch_bench = json.load(open(osp.join(run_dir, 'benchmark.json')))['settings']
     assert (torch_bench['precision'], torch_bench['dtype']) == ('bf16', 'bfloat16')
     ov = json.load(open(osp.join(run_dir, 'benchmark-openvino-bf16.json')))
