@@ -497,8 +497,6 @@ def test_dumped_config_reproduces_the_run_with_tools_train(tmp_path):
     ('bf16', ['onnxruntime'], 'cpu', True, '--backends onnxruntime runs the fp32 graph, but the '
      'runs are tested in bf16; use --precision fp32, or drop onnxruntime (openvino runs bf16)'),
     ('fp32', ['openvino'], 'cuda', True, '--backends openvino runs on the CPU; use --device cpu'),
-    ('bf16', ['pytorch'], 'cuda', True, "--precision bf16: bf16 testing is the CPU path "
-     "(mmengine's TestLoop autocasts CUDA to fp16); use --precision fp16 on CUDA"),
 ])
 def test_precision_and_backends_that_cannot_run_are_refused(monkeypatch, precision, backends,
                                                             device, native, expected):
