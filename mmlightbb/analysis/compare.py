@@ -37,8 +37,9 @@ has the sections "Detection quality and size", "How sure" and "Timing".
 Metric: ``--metric`` if given, else the first of :data:`METRIC_PREFERENCE` that the run has; the
 table names the metric of every row. A run without a metric or a benchmark shows "missing" (never
 0) and is left out of the plots, with a note. The Pareto front of mAP vs FPS is the set of rows
-that learned and that no other such row beats in one and at least matches in the other (higher is better for both;
-identical points are all on it), so of one run's backends only the fastest can be on it. The
+that learned and that no other such row beats in one and at least matches in the other (higher is
+better for both; identical points are all on it), so of one run's backends only the fastest can
+be on it. The
 MACs-vs-latency plot fits ``latency = k x MACs`` by least squares through the origin, one line
 per head, backend and precision (runs of different heads do not share one: the head's own cost
 is not in the backbone's MACs; nor do runtimes or precisions, whose cost per MAC differs): the
@@ -250,9 +251,10 @@ def fit_through_origin(xs: Sequence[float], ys: Sequence[float]) -> Optional[flo
 
 def merge_seeds(rows: List[dict]) -> List[dict]:
     """One row per run name, backend and precision: the rows of a run's seeds (work dirs given
-    the same name whose run.json names their seed) become one, in the place of the first, with the mean mAP, its standard
-    deviation and every seed's value, the bootstrap of the seed-mean (the seeds' resampled values
-    averaged draw by draw, when they were drawn from the same images), and the first seed's
+    the same name whose run.json names their seed) become one, in the place of the first, with
+    the mean mAP, its standard deviation and every seed's value, the bootstrap of the seed-mean
+    (the seeds' resampled values averaged draw by draw, when they were drawn from the same
+    images), and the first seed's
     timing."""
     groups: Dict[tuple, List[dict]] = {}
     for k, row in enumerate(rows):  # only runs of tools/compare_backbones.py know their seed
