@@ -27,6 +27,7 @@ def sonar_root(tmp_path_factory):
     return root + '/'
 
 
+@pytest.mark.slow
 def test_training_raises_map50_well_above_untrained(sonar_root, tmp_path):
     import mmlightbb  # noqa: F401
     from mmengine.runner import Runner
