@@ -74,6 +74,7 @@ def voc_finished(voc_one_class, tmp_path_factory):
     return out, proc.stdout
 
 
+@pytest.mark.slow
 def test_voc_one_class_end_to_end_then_skipped(voc_one_class, voc_finished):
     out, log = voc_finished
     assert "dataset: " in log and "(voc layout), 1 classes ['wreck']" in log
@@ -129,6 +130,7 @@ def test_voc_one_class_end_to_end_then_skipped(voc_one_class, voc_finished):
         assert 'was made with other settings (precision fp32 -> bf16)' in msg
 
 
+@pytest.mark.slow
 def test_a_backend_added_to_a_finished_run_is_timed_without_training(voc_one_class, voc_finished,
                                                                      tmp_path, monkeypatch):
     """--backends onnxruntime on a finished comparison: the run is timed in ONNX Runtime from its
@@ -186,6 +188,7 @@ def test_a_backend_added_to_a_finished_run_is_timed_without_training(voc_one_cla
     assert json.load(open(osp.join(run_dir, 'benchmark-openvino-fp32.json')))['fps'] > 0
 
 
+@pytest.mark.slow
 def test_more_seeds_train_only_the_new_seeds(voc_one_class, voc_finished, tmp_path):
     """--seeds 2 on a finished one-seed comparison: seed 0 is kept as it is, seed 1 is trained
     into its own folder, the report gives both seeds' mAP; the side-by-side timing is kept
@@ -222,6 +225,7 @@ def test_more_seeds_train_only_the_new_seeds(voc_one_class, voc_finished, tmp_pa
     assert 'training 1 epoch from scratch' not in text
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not cpu_bf16_support()[0], reason='no native bf16: bf16 runs fp32 here')
 def test_bf16_is_the_precision_of_the_test_and_of_every_backend(voc_one_class, tmp_path):
     """--precision bf16: the test loop autocasts (in the Runner's config, not in <run>.py, which
@@ -254,6 +258,7 @@ def test_bf16_is_the_precision_of_the_test_and_of_every_backend(voc_one_class, t
         osp.join(out, 'report', 'compare.md')).read()
 
 
+@pytest.mark.slow
 def test_coco_several_classes_cascade_and_its_config(tmp_path):
     classes = ('rect', 'disc', 'triangle')
     root = write_coco(str(tmp_path / 'coco'), make_samples(8, classes, size=64, seed=12),
@@ -292,6 +297,7 @@ def test_coco_several_classes_cascade_and_its_config(tmp_path):
     assert cfg.train_dataloader.dataset.pipeline[0].type == 'LoadSonarImageFromFile'
 
 
+@pytest.mark.slow
 def test_yolo_killed_run_resumes_then_is_skipped(tmp_path):
     classes = ('mine', 'tyre')
     samples = make_samples(8, classes, size=64, seed=13)
@@ -410,6 +416,7 @@ def test_mobilenetv2_is_the_classic_lightweight_baseline(voc_small, tmp_path):
         [voc_small, '--out', str(tmp_path / 'o'), '--backbones', 'mobilenetv2:2'])
 
 
+@pytest.mark.slow
 def test_rtmdet_tiny_is_a_row_of_the_yolox_runs(voc_one_class, tmp_path):
     """--backbones rtmdet:tiny: mmdet's RTMDet-tiny, whole, trained and tested on the YOLOX
     schedule beside YOLOX runs (not with Cascade R-CNN); its config stands alone."""

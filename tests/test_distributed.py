@@ -96,6 +96,7 @@ val_evaluator = None
     return str(cfg_file)
 
 
+@pytest.mark.slow
 def test_two_processes_on_cpu_match_one_process_with_the_same_total_batch(tiny_coco, tmp_path):
     dist_work, single_work = tmp_path / 'dist', tmp_path / 'single'
     log = run_two_processes(tmp_path, write_config(tmp_path, tiny_coco, batch_size=2), dist_work)

@@ -295,8 +295,9 @@ def complete(kill_at):
     return int(n) if where == 'epoch' else (int(n) - 1) // ITERS
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('setting', [
-    'main-process', pytest.param('two-workers', marks=pytest.mark.slow), 'two-persistent-workers'])
+    'main-process', 'two-workers', 'two-persistent-workers'])
 def test_yolox_killed_and_resumed_equals_uninterrupted_bitwise(workspace, yolox_reference,
                                                                tmp_path, setting):
     """SIGKILLed mid-epoch or at an epoch boundary and resumed with ``--resume`` until done: every
@@ -323,6 +324,7 @@ def test_yolox_killed_and_resumed_equals_uninterrupted_bitwise(workspace, yolox_
         assert_same_training_state(yolox_reference[epoch], safe_load(work / f'epoch_{epoch}.pth'))
 
 
+@pytest.mark.slow
 def test_stock_mmengine_resumes_with_other_random_draws(workspace, tmp_path):
     """The reason for RecoverableRunner's seeding: with mmengine's Runner (stock seeding), a run
     resumed from the epoch-1 checkpoint ends epoch 2 with other weights than the uninterrupted run, although the

@@ -255,6 +255,7 @@ def test_with_nms_needs_a_yolox_head():
         ex.YOLOXDetections(model, (64, 64))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('fmt, backend', [('onnx', 'onnxruntime'), ('openvino', 'openvino')])
 def test_test_tool_evaluates_the_exported_detector_as_pytorch(fmt, backend, tmp_path, tiny_coco):
     """tools/test.py --backend: the exported YOLOX graph (decoding + NMS) gives mmdet's

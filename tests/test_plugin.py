@@ -53,6 +53,7 @@ def test_stock_yolox_config_with_custom_imports_trains_and_predicts(tiny_coco, t
     assert pred.bboxes.shape[1] == 4 and len(pred.scores) == len(pred.labels)
 
 
+@pytest.mark.slow
 def test_train_then_resume_continues_from_saved_epoch(tiny_coco, tmp_path):
     from mmlightbb.engine import safe_load
     cfg_file = tmp_path / 'yolox_resume.py'

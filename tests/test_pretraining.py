@@ -175,6 +175,7 @@ def pretrained_run(tmp_path_factory):
                 checkpoint=osp.join(work_dir, f'epoch_{epochs}.pth'))
 
 
+@pytest.mark.slow
 def test_every_imagenet_config_builds_its_published_classifier(pretrained_run):
     summary = pretrained_run['summary']
     assert sorted(summary) == IMAGENET_CONFIGS and len(summary) == 5
@@ -207,6 +208,7 @@ def test_imagenet_configs_state_the_published_recipe():
         assert 'Source' in open(path).read() or 'source' in open(path).read()
 
 
+@pytest.mark.slow
 def test_tools_train_pretrains_a_classifier_on_an_imagenet_folder(pretrained_run):
     output = pretrained_run['output']
     assert 'BackboneClassifier' in output or 'CSPConvNeXt' in output
@@ -223,6 +225,7 @@ def test_tools_train_pretrains_a_classifier_on_an_imagenet_folder(pretrained_run
     assert osp.isfile(pretrained_run['checkpoint'])
 
 
+@pytest.mark.slow
 def test_pretrained_checkpoint_initialises_every_key_of_the_yolox_backbone(pretrained_run):
     import mmlightbb  # noqa: F401
     from mmdet.registry import MODELS

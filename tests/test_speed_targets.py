@@ -15,6 +15,7 @@ TARGETS = ('FasterNet-T0', 'FasterNet-T1', 'FasterNet-T2', 'FasterNet-S vs', 'Fa
            'YOLOX: FasterNet-T0 vs YOLOX-tiny')
 
 
+@pytest.mark.slow
 def test_quick_run_prints_every_target_with_ratio(tmp_path):
     out = tmp_path / 'speed.json'
     proc = subprocess.run(

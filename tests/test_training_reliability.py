@@ -71,6 +71,7 @@ def assert_same_tensors(a, b, where='checkpoint'):
         assert a == b, f'{where}: {a!r} != {b!r}'
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_equals_uninterrupted_run(four_images, tmp_path):
     """SIGKILL in epoch 2, ``--resume``: the final weights, EMA weights and optimizer state are
     bitwise equal to those of a run that was never interrupted.
@@ -143,6 +144,7 @@ runpy.run_path('tools/train.py', run_name='__main__')
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not osp.isdir('/proc/self/fd'), reason='names open files through /proc')
 @pytest.mark.parametrize('interrupted', ['checkpoint', 'pointer'])
 def test_kill_while_saving_keeps_previous_checkpoint_and_pointer(four_images, tmp_path,
@@ -246,6 +248,7 @@ class PoisonLossHook(Hook):
 """
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_training_naming_last_checkpoint(four_images, tmp_path):
     """The loss turns NaN at iteration 6 (epoch 2, batch 2): training stops there with one line
     naming the NaN terms and the epoch-1 checkpoint, which is intact; nothing NaN is saved.
@@ -295,6 +298,7 @@ class PoisonWeightsHook(Hook):
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('at', [5, 4])
 def test_weights_that_blew_up_under_a_finite_loss_stop_with_one_line(four_images, tmp_path, at):
     """After iteration 5, YOLOX's SimOTA fails on NaN scores before any loss exists: train.py
