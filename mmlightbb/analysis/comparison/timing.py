@@ -66,8 +66,8 @@ def detector_complexity(model, shape) -> dict:
 
     from ..benchmark.inputs import in_channels_of, make_batch
     from ..complexity import count_macs, count_params
-    samples = model.data_preprocessor(make_batch(1, shape, in_channels_of(model)),
-                                      False)['data_samples']
+    data = model.data_preprocessor(make_batch(1, shape, in_channels_of(model)), False)
+    samples, channels = data['data_samples'], data['inputs'].shape[1]  # what the network gets
 
     class Network(nn.Module):  # the tensor-mode forward (Cascade R-CNN's needs the samples)
         def __init__(self):
@@ -81,7 +81,7 @@ def detector_complexity(model, shape) -> dict:
                counter='mmengine FlopAnalyzer, all counted ops of backbone + neck + head(s), '
                        '1 multiply-add = 2 FLOPs')
     try:
-        out['gflops'] = 2 * count_macs(Network(), (1, in_channels_of(model), *shape)) / 1e9
+        out['gflops'] = 2 * count_macs(Network(), (1, channels, *shape)) / 1e9
     except Exception as err:  # e.g. an op the tracer cannot follow
         from .runs import last_line
         out['note'] = f'GFLOPs not counted: {last_line(err)}'
