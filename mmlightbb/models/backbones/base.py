@@ -23,6 +23,7 @@ from mmengine.runner.checkpoint import CheckpointLoader
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ...engine.checkpoint import runner_checkpoint_loading
 from ..layers.csp_stage import parse_csp_cfg
 
 NUM_OUTPUTS = 4  # stride 4, 8, 16 and 32
@@ -255,7 +256,10 @@ class BaseBackbone(BaseModule):
         no key matches or when shapes disagree (listing them). Returns the report.
         """
         name = self.name_with_arch
-        raw = CheckpointLoader.load_checkpoint(checkpoint, map_location=map_location)
+        # weights_only=True; a Runner checkpoint (e.g. of ImageNet pre-training) also holds
+        # mmengine/numpy objects, allowed for this load only
+        with runner_checkpoint_loading(checkpoint):
+            raw = CheckpointLoader.load_checkpoint(checkpoint, map_location=map_location)
         state_dict = self.unwrap_state_dict(raw)
         own = self.state_dict()
         if prefix:
