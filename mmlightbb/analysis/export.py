@@ -38,7 +38,7 @@ from mmengine.runner import load_checkpoint
 from mmengine.structures import InstanceData
 from torch import nn
 
-from ..engine.checkpoint import runner_checkpoint_loading
+from ..models.checkpoint import runner_checkpoint_loading
 from ..engine.fileio import atomic_files
 from ..engine.precision import replaced_test_step
 from ..models.layers import set_cpu_channels_last

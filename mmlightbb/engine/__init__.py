@@ -1,8 +1,8 @@
 """Training infrastructure as components a config selects: safe checkpoint I/O, atomic writes,
 downloads, resume, hooks, exactly resumable randomness, reduced precision, config loading and
 ``RecoverableRunner``, which brings them together."""
-from .checkpoint import (RUNNER_CHECKPOINT_GLOBALS, CheckpointFormatError, UnsafeCheckpointError,
-                         runner_checkpoint_loading, safe_load)
+from ..models.checkpoint import (RUNNER_CHECKPOINT_GLOBALS, CheckpointFormatError,
+                                 UnsafeCheckpointError, runner_checkpoint_loading, safe_load)
 from .config import load_config
 from .downloads import PretrainedWeightsError, cache_dir, fetch_weights
 from .fileio import AtomicLocalBackend, atomic_write

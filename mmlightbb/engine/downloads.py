@@ -34,7 +34,7 @@ from mmengine.logging import print_log
 from mmengine.runner.checkpoint import CheckpointLoader
 
 from ..models.pretrained import SCHEME, PretrainedWeights, get_weights, weights_name
-from .checkpoint import CheckpointFormatError, safe_load
+from ..models.checkpoint import CheckpointFormatError, safe_load
 from .fileio import atomic_files
 
 __all__ = ['PretrainedWeightsError', 'OFFLINE_ENV', 'SCRATCH_HINT', 'cache_dir', 'cached_path',

@@ -23,7 +23,7 @@ from mmengine.hooks import CheckpointHook
 from mmengine.runner import BaseLoop, Runner
 
 from ..models.neck_check import check_backbone_neck_channels
-from .checkpoint import runner_checkpoint_loading
+from ..models.checkpoint import runner_checkpoint_loading
 from .hooks import AtomicCheckpointHook, NonFiniteLossHook
 from .randomness import prepare_exact_resumption
 

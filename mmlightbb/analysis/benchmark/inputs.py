@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ...engine import load_config
-from ...engine.checkpoint import runner_checkpoint_loading
+from ...models.checkpoint import runner_checkpoint_loading
 from ...models.layers.conv_bn import fuse_conv_norm, is_foldable
 from ...models.neck_check import check_backbone_neck_channels
 from .timing import Progress

@@ -23,7 +23,7 @@ from mmengine.runner.checkpoint import CheckpointLoader
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ...engine.checkpoint import runner_checkpoint_loading
+from ..checkpoint import runner_checkpoint_loading
 from ..layers.csp_stage import parse_csp_cfg
 
 NUM_OUTPUTS = 4  # stride 4, 8, 16 and 32

@@ -1,5 +1,9 @@
 """Safe checkpoint loading for torch >= 2.6 (``weights_only=True``) and mmengine 0.10.7.
 
+Here, at the bottom of the package, because the backbones' ``load_pretrained``, the engine's
+``RecoverableRunner`` and the analysis tools all load through it (re-exported by
+:mod:`mmlightbb.engine`).
+
 torch refuses to unpickle anything but tensors and plain containers unless the global is on an
 allow-list. A checkpoint written by mmengine's Runner also holds a few numpy objects and
 mmengine's ``HistoryBuffer`` (the message hub's log history). We allow exactly those, for the
