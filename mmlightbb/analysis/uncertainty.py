@@ -45,6 +45,10 @@ import math
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
+from mmdet.evaluation.functional.mean_ap import tpfp_default
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+from scipy import stats
 
 from ..engine.fileio import atomic_write
 
@@ -115,12 +119,32 @@ def _by_image(img: np.ndarray, n: int) -> List[np.ndarray]:
     return np.split(order, np.searchsorted(img[order], np.arange(1, n)))
 
 
+def _weighted_cumsum(weights: np.ndarray, img: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """For each row ``w`` of ``weights`` (resamples x images): the running sum over the
+    detections of ``values * w[img]``, (resamples, T, detections) for ``values`` (T, detections).
+    Computed as (resamples x images) @ (images x detections) products of each image's own
+    running sum, over blocks of images (memory stays within :data:`_CHUNK` per block)."""
+    n_thr, n_det = values.shape
+    out = np.zeros((len(weights), n_thr, n_det))
+    block = max(1, _CHUNK // max(n_det * n_thr, 1))
+    for start in range(0, weights.shape[1], block):
+        stop = min(start + block, weights.shape[1])
+        cols = np.flatnonzero((img >= start) & (img < stop))
+        if not len(cols):
+            continue
+        per_image = np.zeros((stop - start, n_thr, n_det))
+        per_image[img[cols] - start, :, cols] = values[:, cols].T
+        # one 2-D product (BLAS): (resamples x images) @ (images x T * detections)
+        out += (np.ascontiguousarray(weights[:, start:stop], dtype=np.float64)
+                @ np.cumsum(per_image, 2).reshape(stop - start, -1)).reshape(out.shape)
+    return out
+
+
 # --------------------------------------------------------------------------- VOC mAP50
 def voc_matches(dets: dict, iou_thr: float = 0.5) -> List[dict]:
     """Per class: every detection's image, true/false positive (mmdet ``tpfp_default``, legacy
     coordinates, as ``VOCMetric``) in ``eval_map``'s score order, and each image's number of
     ground-truth boxes."""
-    from mmdet.evaluation.functional.mean_ap import tpfp_default
     n = len(dets['img_ids'])
     det_of, gt_of, ign_of = (_by_image(dets[f'{k}_img'], n) for k in ('det', 'gt', 'ign'))
     classes = []
@@ -156,10 +180,11 @@ def voc_map(matches: List[dict], weights: np.ndarray) -> np.ndarray:
         n_gt = weights @ m['n_gt']
         ap = np.zeros(len(weights))
         if len(m['tp']):
-            step = max(1, _CHUNK // len(m['tp']))
+            step = max(1, _CHUNK // (2 * len(m['tp'])))
             for s in range(0, len(weights), step):
-                w = weights[s:s + step][:, m['img']]
-                tp, fp = np.cumsum(w * m['tp'], 1), np.cumsum(w * m['fp'], 1)
+                w = weights[s:s + step]
+                tp, fp = _weighted_cumsum(w, m['img'], np.stack([m['tp'], m['fp']])).transpose(
+                    1, 0, 2)
                 recall = tp / np.maximum(n_gt[s:s + step, None], eps)
                 precision = tp / np.maximum(tp + fp, eps)
                 envelope = np.maximum.accumulate(precision[:, ::-1], 1)[:, ::-1]
@@ -206,8 +231,6 @@ def coco_matches(dets: dict, ann_file: str, classes: Sequence[str]) -> Optional[
     """Per category: pycocotools' per-image matches (``COCOeval.evaluate`` on ``ann_file``, all
     areas, the 100 best detections per image) in ``accumulate``'s score order; None without a
     single detection (``CocoMetric`` then reports no COCO mAP)."""
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO(ann_file)
     by_name = {c['name']: c['id'] for c in gt.loadCats(gt.getCatIds())}
@@ -267,10 +290,11 @@ def coco_map(matches: List[dict], weights: np.ndarray) -> np.ndarray:
         value = np.zeros(len(weights))
         n_thr, n_det = m['tp'].shape
         if n_det:
-            step = max(1, _CHUNK // (n_det * n_thr))
+            step = max(1, _CHUNK // (2 * n_det * n_thr))
             for s in range(0, len(weights), step):
-                w = weights[s:s + step][:, None, m['img']]
-                tp, fp = np.cumsum(w * m['tp'], 2), np.cumsum(w * m['fp'], 2)
+                w = weights[s:s + step]
+                both = _weighted_cumsum(w, m['img'], np.concatenate([m['tp'], m['fp']]))
+                tp, fp = both[:, :n_thr], both[:, n_thr:]
                 recall = tp / np.maximum(n_gt[s:s + step, None, None], eps)
                 precision = np.maximum.accumulate((tp / (tp + fp + eps))[..., ::-1], 2)[..., ::-1]
                 rows = recall.reshape(-1, n_det)
@@ -390,7 +414,6 @@ def map_difference(a: dict, b: dict) -> dict:
         out['tests'].append(out['interval'][0] > 0 or out['interval'][1] < 0)
     sa, sb = a.get('map_seeds') or [], b.get('map_seeds') or []
     if len(sa) > 1 and len(sb) > 1:
-        from scipy import stats
         p = stats.ttest_ind(sa, sb, equal_var=False).pvalue
         out['p_seeds'] = None if p is None or math.isnan(p) else float(p)
         out['tests'].append(out['p_seeds'] is not None and out['p_seeds'] < 1 - LEVEL)
