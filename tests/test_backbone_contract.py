@@ -1,4 +1,4 @@
-"""The backbone contract (README, "Backbone contract") for every registered backbone and arch.
+"""The backbone contract (docs/backbones.md) for every registered backbone and arch.
 
 Every family in ``mmlightbb.models.backbones.BACKBONES`` runs every check with every arch of its
 ``arch_settings`` plus small custom arch dicts (``CUSTOM_ARCHS``, which also exercise the
@@ -11,31 +11,14 @@ import re
 
 import pytest
 import torch
-from backbone_utils import assert_deploy_equal, assert_frozen, max_rel_diff
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmlightbb.models.backbones import BACKBONES
-from mmlightbb.models.backbones.parameternet import PARAMETERNET_600M_CFGS
+from mmlightbb.analysis.benchmark import max_rel_diff
 
-# Small custom archs per family (every stage present, a few narrow blocks): the default run puts
-# numbers through these; the published archs get the same checks with -m slow.
-CUSTOM_ARCHS = {
-    'ConvNeXt': {'custom': dict(depths=[1, 1, 2, 1], channels=[16, 32, 64, 128])},
-    'CSPConvNeXt': {
-        'custom-e': dict(version='e', stem='vb', depths=[1, 1, 2, 1], stem_channels=16,
-                         channels=[32, 64, 128, 256]),
-        'custom-v1': dict(version='v1', stem='patchify', depths=[1, 1, 2, 1], stem_channels=16,
-                          channels=[16, 32, 64, 128])},
-    'FasterNet': {'custom': dict(channels=(16, 32, 64, 128), depths=(1, 1, 2, 1),
-                                 act_cfg=dict(type='GELU'), drop_path_rate=0.)},
-    # every large kernel larger than its map at 64 x 64, as in the real archs
-    'RepLKNet': {'custom': dict(large_kernel_sizes=[13, 11, 9, 7], depths=[1, 1, 2, 1],
-                                channels=[8, 16, 24, 32], small_kernel=5, dw_ratio=1.0)},
-    # one row of blocks per stride (2, 4, 8, 16, 32) of the 600m rows, 4-expert dynamic convs
-    'ParameterNet': {'custom': dict(cfgs=[PARAMETERNET_600M_CFGS[i] for i in (0, 1, 3, 5, 7)],
-                                    width=0.5, act_cfg=dict(type='HSwish'), num_experts=4)},
-}
+from helpers import CUSTOM_ARCHS, assert_deploy_equal, assert_frozen, build, loss_of
+
 OUT_INDICES = [(0, 1, 2, 3), (1, 2, 3), (3, ), (0, 2)]
 # Output norms (``norm_output``): not part of any stage, so ``frozen_stages`` leaves them trainable.
 OUTPUT_NORM = re.compile(r'(norm\d|norms\.\d+|stages\.\d+\.norm)\.')
@@ -59,14 +42,6 @@ def one_per_backbone():
     return [pytest.param(name, id=name) for name in BACKBONES]
 
 
-def build(name, arch=None, device='cpu', **kwargs):
-    """``name``'s backbone (default: its first custom arch). On 'meta' it holds no memory."""
-    customs = CUSTOM_ARCHS[name]
-    arch = customs.get(arch or next(iter(customs)), arch)
-    with torch.device(device):
-        return BACKBONES[name](arch=arch, **kwargs)
-
-
 def expected_side(name, arch_settings, side, index):
     """Side of the stride 4 * 2**index map: floor where non-overlapping patches (4x4/s4, 2x2/s2)
     down-sample, ceil where padded 3x3/s2 (or k x k/s2) convs do."""
@@ -76,11 +51,6 @@ def expected_side(name, arch_settings, side, index):
     for _ in range(index):
         side = -(-side // 2) if ceil_down else side // 2
     return side
-
-
-def loss_of(outs):
-    """A loss with non-zero gradients through train-mode BNs (a plain sum has none)."""
-    return sum(o.square().mean() for o in outs)
 
 
 # ----------------------------------------------------------------------------- structure

@@ -11,20 +11,7 @@ import pytest
 
 from mmlightbb.analysis import compare as cmp
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-
-
-def main_table(md: str) -> list:
-    """The header and rows of compare.md's first table (the one per run and benchmark)."""
-    lines = md.splitlines()
-    start = next(i for i, ln in enumerate(lines) if ln.startswith('| name | head |'))
-    table = []
-    for ln in lines[start:]:
-        if not ln.startswith('|'):
-            break
-        if '---' not in ln:
-            table.append(ln)
-    return table
+from helpers import REPO, main_table
 
 
 @pytest.mark.parametrize('points,front', [

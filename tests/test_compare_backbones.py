@@ -19,20 +19,12 @@ import time
 import pytest
 
 from mmlightbb.engine.precision import cpu_bf16_support
-from test_compare import main_table
-from test_folder_layouts import make_samples, write_coco, write_voc, write_yolo
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+from helpers import REPO, load_tool, main_table, make_samples, write_coco, write_voc, write_yolo
+
 TOOL = osp.join(REPO, 'tools', 'compare_backbones.py')
 TINY = ['--epochs', '1', '--size', '64', '--batch-size', '2', '--bench-iters', '1',
         '--backbones', 'fasternet:t0']
-
-
-def _tool():
-    spec = importlib.util.spec_from_file_location('compare_backbones_tool', TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _run_cli(args, **kw):
@@ -43,7 +35,7 @@ def _run_cli(args, **kw):
 def _error_line(argv) -> str:
     """The SystemExit message of the tool's main() (what the command prints as its last line)."""
     with pytest.raises(SystemExit) as info:
-        _tool().main(argv)
+        load_tool('compare_backbones.py').main(argv)
     msg = str(info.value.code)
     assert msg.startswith('error: ') and '\n' not in msg, msg
     return msg

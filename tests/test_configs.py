@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+from helpers import REPO
+
 # the detector configs (configs/imagenet/ are mmpretrain classifiers: tests/test_pretraining.py)
 CONFIGS = sorted(f for f in glob.glob(osp.join(REPO, 'configs', '**', '*.py'), recursive=True)
                  if '_base_' not in f and osp.join('configs', 'imagenet') not in f)

@@ -5,9 +5,11 @@ arch in test_backbone_contract.py.
 """
 import pytest
 import torch
-from backbone_utils import assert_cpu_channels_last_equals_nchw, count_macs, count_params
 
 from mmlightbb.models.backbones.convnext import ConvNeXt
+from mmlightbb.analysis.complexity import count_macs, count_params
+
+from helpers import assert_cpu_channels_last_equals_nchw
 
 ARCHS = ('tiny', 'small', 'base')
 # Classification form (backbone + LN on the pooled vector + Linear 1000) at 224x224. Published:

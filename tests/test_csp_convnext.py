@@ -6,12 +6,14 @@ arch in test_backbone_contract.py.
 """
 import pytest
 import torch
-from backbone_utils import (assert_cpu_channels_last_equals_nchw, count_macs, count_params,
-                            randomize_bn_stats)
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmlightbb.models.backbones.csp_convnext import CSPConvNeXt
+from mmlightbb.analysis.complexity import count_macs, count_params
+from mmlightbb.models.layers import randomize_bn_stats
+
+from helpers import assert_cpu_channels_last_equals_nchw
 
 ARCHS = ('tiny', 'e-mini', 'e-tiny', 'e-small')
 # Classification form (backbone + norm on the pooled vector + Linear 1000) at 224x224; MACs are

@@ -3,9 +3,11 @@ import pytest
 import torch
 from torch import nn
 
-from backbone_utils import assert_deploy_equal, assert_frozen, count_macs, count_params
 from mmlightbb.models.backbones import CSPConvNeXt, FasterNet, ParameterNet, RepLKNet
 from mmlightbb.models.layers import CSPStage, csp_split, randomize_bn_stats
+from mmlightbb.analysis.complexity import count_macs, count_params
+
+from helpers import assert_deploy_equal, assert_frozen
 
 
 def conv_block(channels):

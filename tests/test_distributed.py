@@ -14,18 +14,17 @@ and ordered, and YOLOX normalizes each rank's loss by the positives averaged ove
 rounding (measured: 2e-7 relative; asserted: 1e-5 relative).
 """
 import os
-import os.path as osp
 import socket
 import subprocess
 import sys
 
 import pytest
 import torch
-from conftest import tiny_yolox_config
 
 from mmlightbb.models.backbones import FasterNet
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+from helpers import REPO, tiny_yolox_config
+
 GN = dict(type='GN', num_groups=1, requires_grad=True)
 
 # test-only hook: each rank saves its first-iteration losses, its initial and its final weights

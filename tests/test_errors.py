@@ -57,7 +57,6 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_yolox_config
 from torch import nn
 
 from mmlightbb.datasets.sonar import UnreadableImageError
@@ -65,7 +64,8 @@ from mmlightbb.models.backbones import (ConvNeXt, CSPConvNeXt, FasterNet, Parame
                                         RepLKNet)
 from mmlightbb.models.neck_check import ChannelMismatchError, check_backbone_neck_channels
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+from helpers import REPO, tiny_yolox_config
+
 BACKBONES = (ConvNeXt, CSPConvNeXt, FasterNet, ParameterNet, RepLKNet)
 SONAR_DATASET_CFG = osp.join(REPO, 'configs/_base_/datasets/sonar_detection.py')
 YOLOX_SONAR_CFG = osp.join(REPO, 'configs/_base_/yolox_sonar.py')

@@ -33,7 +33,6 @@ import uuid
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_CLASSES, write_shapes_coco
 from torch import nn
 from mmengine.runner import Runner
 from torch.utils.data import DataLoader, Dataset
@@ -44,7 +43,8 @@ from mmlightbb.engine.randomness import (CHECKPOINT_KEY, NOT_RESUMABLE_MESSAGE, 
                                          SeededIndex, _SeedState, install_seeded_loading,
                                          prepare_exact_resumption)
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+from helpers import REPO, TINY_CLASSES, write_shapes_coco
+
 NUM_IMAGES, BATCH = 6, 2
 ITERS = NUM_IMAGES // BATCH  # per epoch, one process
 YOLOX_PIPELINE = ['Mosaic', 'RandomAffine', 'MixUp', 'YOLOXHSVRandomAug', 'RandomFlip', 'Resize',

@@ -18,10 +18,8 @@ from mmlightbb.analysis.benchmark import max_rel_diff
 from mmlightbb.models.backbones import BACKBONES
 from mmlightbb.models.layers import randomize_bn_stats
 
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from test_backbone_contract import CUSTOM_ARCHS, build  # noqa: E402
+from helpers import CUSTOM_ARCHS, REPO, build, load_tool, tiny_yolox_config
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TINY_CFG = osp.join(REPO, 'configs', 'yolox_fasternet_t0_tiny.py')
 RTOL = 1e-4
 ARCHS = [pytest.param(name, arch, id=f'{name}-{arch}')
@@ -145,11 +143,7 @@ def test_missing_runtime_package_is_one_line(monkeypatch):
 
 
 def _run_tool(argv, capsys):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location('mmlightbb_export_tool',
-                                                  osp.join(REPO, 'tools', 'export.py'))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool('export.py')
     code = None
     try:
         tool.main(argv)
@@ -267,7 +261,6 @@ def test_test_tool_evaluates_the_exported_detector_as_pytorch(fmt, backend, tmp_
 
     from mmdet.structures.bbox import bbox_overlaps
 
-    from conftest import tiny_yolox_config
     pytest.importorskip('onnxruntime' if fmt == 'onnx' else 'openvino')
     config = tmp_path / 'tiny.py'
     config.write_text(tiny_yolox_config(tiny_coco, dict(type='FasterNet', arch='t0',

@@ -9,13 +9,15 @@ import re
 
 import pytest
 import torch
-from backbone_utils import (assert_deploy_equal, count_macs, count_params, max_rel_diff,
-                            randomize_bn_stats)
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmlightbb.models.backbones.fasternet import FasterNet
-from mmlightbb.models.layers import set_cpu_channels_last
+from mmlightbb.models.layers import randomize_bn_stats, set_cpu_channels_last
+from mmlightbb.analysis.benchmark import max_rel_diff
+from mmlightbb.analysis.complexity import count_macs, count_params
+
+from helpers import assert_deploy_equal
 
 ARCHS = ('t0', 't1', 't2', 's', 'm', 'l')
 # stage-0 width; the official archs' channels are (w, 2w, 4w, 8w)

@@ -1,117 +1,15 @@
 """mmlightbb.datasets.folder_layouts: VOC, COCO and YOLO-txt folders -> COCO json, the split, the
-classes, what is skipped, and one clear DatasetError for each bad input.
-
-The ``write_*`` helpers make tiny datasets (gray shapes on noise; class k is a filled rectangle,
-disc or triangle) in each layout; tests/test_compare_backbones.py uses them too.
+classes, what is skipped, and one clear DatasetError for each bad input, on tiny folders of
+each layout (helpers.make_samples, write_voc, write_coco, write_yolo).
 """
 import json
 import os
 import os.path as osp
 
-import cv2
-import numpy as np
 import pytest
-
-SHAPES = ('rect', 'disc', 'triangle')
-
-
-def make_samples(num: int, classes=('rect', ), size: int = 96, seed: int = 0):
-    """``num`` (gray image, [(class name, x1, y1, x2, y2)]) pairs; every image has 1-2 boxes."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(num):
-        img = rng.normal(60, 12, (size, size)).clip(0, 255).astype(np.uint8)
-        boxes = []
-        for _ in range(int(rng.integers(1, 3))):
-            k = int(rng.integers(0, len(classes)))
-            w, h = (int(v) for v in rng.integers(size // 5, size // 3, 2))
-            x, y = int(rng.integers(0, size - w)), int(rng.integers(0, size - h))
-            shape = SHAPES[k % len(SHAPES)]
-            if shape == 'rect':
-                cv2.rectangle(img, (x, y), (x + w - 1, y + h - 1), 220, -1)
-            elif shape == 'disc':
-                cv2.ellipse(img, (x + w // 2, y + h // 2), (w // 2, h // 2), 0, 0, 360, 220, -1)
-            else:
-                pts = np.array([[x, y + h - 1], [x + w - 1, y + h - 1], [x + w // 2, y]], np.int32)
-                cv2.fillPoly(img, [pts], 220)
-            boxes.append((classes[k], x, y, x + w, y + h))
-        out.append((img, boxes))
-    return out
+from helpers import make_samples, write_coco, write_voc, write_yolo
 
 
-def write_voc(root, samples, ext='.png', splits=None):
-    """Annotations/*.xml + JPEGImages/*<ext>; ``splits`` {name: [index]} -> ImageSets/Main."""
-    os.makedirs(osp.join(root, 'Annotations'), exist_ok=True)
-    os.makedirs(osp.join(root, 'JPEGImages'), exist_ok=True)
-    for i, (img, boxes) in enumerate(samples):
-        stem = f'img_{i:03d}'
-        cv2.imwrite(osp.join(root, 'JPEGImages', stem + ext), img)
-        objs = ''.join(
-            f'<object><name>{c}</name><difficult>0</difficult><bndbox><xmin>{x1 + 1}</xmin>'
-            f'<ymin>{y1 + 1}</ymin><xmax>{x2 + 1}</xmax><ymax>{y2 + 1}</ymax></bndbox></object>'
-            for c, x1, y1, x2, y2 in boxes)
-        with open(osp.join(root, 'Annotations', stem + '.xml'), 'w') as f:
-            f.write(f'<annotation><filename>{stem}{ext}</filename><size><width>{img.shape[1]}'
-                    f'</width><height>{img.shape[0]}</height><depth>1</depth></size>{objs}'
-                    '</annotation>')
-    if splits:
-        os.makedirs(osp.join(root, 'ImageSets', 'Main'), exist_ok=True)
-        for name, ids in splits.items():
-            with open(osp.join(root, 'ImageSets', 'Main', f'{name}.txt'), 'w') as f:
-                f.write(''.join(f'img_{i:03d}\n' for i in ids))
-    return root
-
-
-def write_coco(root, samples, classes, parts=None, ext='.png'):
-    """annotations/<part>.json + images/; ``parts`` {json name: [index]} (default one all.json)."""
-    os.makedirs(osp.join(root, 'annotations'), exist_ok=True)
-    os.makedirs(osp.join(root, 'images'), exist_ok=True)
-    parts = parts or {'all': list(range(len(samples)))}
-    for part, ids in parts.items():
-        images, anns = [], []
-        for i in ids:
-            img, boxes = samples[i]
-            name = f'{i:04d}{ext}'
-            cv2.imwrite(osp.join(root, 'images', name), img)
-            images.append(dict(id=i + 10, file_name=name, width=img.shape[1],
-                               height=img.shape[0]))
-            for c, x1, y1, x2, y2 in boxes:
-                anns.append(dict(id=len(anns) + 1, image_id=i + 10,
-                                 category_id=list(classes).index(c) + 7,
-                                 bbox=[x1, y1, x2 - x1, y2 - y1], area=(x2 - x1) * (y2 - y1),
-                                 iscrowd=0))
-        cats = [dict(id=k + 7, name=c) for k, c in enumerate(classes)]
-        with open(osp.join(root, 'annotations', f'{part}.json'), 'w') as f:
-            json.dump(dict(images=images, annotations=anns, categories=cats), f)
-    return root
-
-
-def write_yolo(root, samples, classes, ext='.jpg', sub_splits=None, names_file='classes.txt'):
-    """images/ + labels/ (or images/<split>/ + labels/<split>/ with ``sub_splits`` {split:
-    [index]}); class names in ``names_file`` (classes.txt, obj.names or data.yaml)."""
-    parts = sub_splits or {'': list(range(len(samples)))}
-    for part, ids in parts.items():
-        os.makedirs(osp.join(root, 'images', part), exist_ok=True)
-        os.makedirs(osp.join(root, 'labels', part), exist_ok=True)
-        for i in ids:
-            img, boxes = samples[i]
-            H, W = img.shape[:2]
-            cv2.imwrite(osp.join(root, 'images', part, f'{i:04d}{ext}'), img)
-            with open(osp.join(root, 'labels', part, f'{i:04d}.txt'), 'w') as f:
-                for c, x1, y1, x2, y2 in boxes:
-                    f.write(f'{list(classes).index(c)} {(x1 + x2) / 2 / W:.6f} '
-                            f'{(y1 + y2) / 2 / H:.6f} {(x2 - x1) / W:.6f} {(y2 - y1) / H:.6f}\n')
-    if names_file == 'data.yaml':
-        with open(osp.join(root, 'data.yaml'), 'w') as f:
-            f.write('path: .\ntrain: images/train\nval: images/val\n'
-                    f'nc: {len(classes)}\nnames: [{", ".join(repr(c) for c in classes)}]\n')
-    elif names_file:
-        with open(osp.join(root, names_file), 'w') as f:
-            f.write('\n'.join(classes) + '\n')
-    return root
-
-
-# ----------------------------------------------------------------------------------- tests
 @pytest.fixture(scope='module')
 def fl():
     from mmlightbb.datasets import folder_layouts

@@ -9,14 +9,17 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from backbone_utils import (assert_deploy_equal, count_macs, count_params, max_rel_diff,
-                            randomize_bn_stats)
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmlightbb.models.backbones.parameternet import (GHOSTNET_CFGS, PARAMETERNET_600M_CFGS,
                                                       ParameterNet)
 from mmlightbb.models.layers.dynamic_conv import DynamicConv
+from mmlightbb.analysis.benchmark import max_rel_diff
+from mmlightbb.analysis.complexity import count_macs, count_params
+from mmlightbb.models.layers import randomize_bn_stats
+
+from helpers import assert_deploy_equal
 
 ARCHS = ('600m', 'ghostnet')
 # Published / recounted numbers (reference B5, C1): params of the ImageNet model, and its

@@ -1,22 +1,13 @@
 """The plugin mechanism: registration, custom_imports, train/test tools, safe checkpoints."""
-import os.path as osp
 import pickle
-import subprocess
-import sys
 
 import pytest
 import torch
-from conftest import tiny_yolox_config
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+from helpers import run_tool, tiny_yolox_config
+
 BACKBONE = dict(type='FasterNet', arch='t0', out_indices=(1, 2, 3))
 NECK_IN = [80, 160, 320]
-
-
-def run_tool(*args, timeout=600):
-    proc = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout)
-    return proc
 
 
 def test_import_registers_backbones_in_mmdet_registry():

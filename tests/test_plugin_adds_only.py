@@ -11,9 +11,9 @@ import textwrap
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_CLASSES
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+from helpers import REPO, TINY_CLASSES, tiny_yolox_config
+
 
 # Run in a fresh interpreter: snapshot every module-level name, class attribute and dict entry of
 # the already-imported torch/mmengine/mmcv/mmdet modules, import mmlightbb, compare.
@@ -248,7 +248,6 @@ def test_neck_check_runs_in_the_recoverable_runner_not_in_stock_builds(tiny_coco
 
     from mmlightbb.engine import build_runner
     from mmlightbb.models.neck_check import ChannelMismatchError
-    from conftest import tiny_yolox_config
     cfg_file = tmp_path / 'cfg.py'
     cfg_file.write_text(tiny_yolox_config(
         tiny_coco, dict(type='FasterNet', arch='t0', out_indices=(1, 2, 3)), [96, 192, 384]))

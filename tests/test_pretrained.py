@@ -8,7 +8,6 @@ import dataclasses
 import glob
 import hashlib
 import http.server
-import importlib.util
 import io
 import os
 import os.path as osp
@@ -28,7 +27,8 @@ from mmlightbb.engine.downloads import SCHEME, load_from_mmlightbb
 from mmlightbb.models import pretrained as table
 from mmlightbb.models.backbones import BACKBONES, FasterNet
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+from helpers import REPO, load_tool
+
 DETECTOR_CONFIGS = sorted(
     f for f in glob.glob(osp.join(REPO, 'configs', '**', '*.py'), recursive=True)
     if '_base_' not in f and osp.join('configs', 'imagenet') not in f)
@@ -137,10 +137,7 @@ def test_table_has_every_family_and_entries_fit_their_arch():
 
 
 def test_tools_weights_list_shows_the_table(capsys):
-    spec = importlib.util.spec_from_file_location('weights_tool',
-                                                  osp.join(REPO, 'tools/weights.py'))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool('weights.py')
     tool.main(['list'])
     out = capsys.readouterr().out
     header = out.splitlines()[0].split()

@@ -2,8 +2,6 @@
 int8): a trained tiny YOLOX quantized with NNCF (OpenVINO) and quantize_static (ONNX Runtime)
 keeps its mAP, measured through the runtime by mmdet's test loop; bad input gives one line."""
 import os.path as osp
-import subprocess
-import sys
 
 import pytest
 
@@ -11,17 +9,13 @@ from mmlightbb.analysis.export import ExportError
 from mmlightbb.analysis.quantize import (MIN_CALIBRATION_IMAGES, QuantizationSettings,
                                          find_images)
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+from helpers import REPO, run_tool
+
 TINY_CFG = osp.join(REPO, 'configs', 'yolox_fasternet_t0_tiny.py')
 SIZE = 128
 EPOCHS = 12
 # what INT8 may cost on this tiny set (48 test images at 128 px), VOC mAP50, absolute
 MAX_INT8_DROP = 0.05
-
-
-def run_tool(*args):
-    return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=900)
 
 
 def test_settings_and_image_folders_are_checked_in_one_line(tmp_path):
@@ -85,7 +79,8 @@ def trained(tmp_path_factory):
 
 
 def test_map(config, ckpt, tmp_path, *extra):
-    proc = run_tool('tools/test.py', config, ckpt, '--work-dir', str(tmp_path / 'test'), *extra)
+    proc = run_tool('tools/test.py', config, ckpt, '--work-dir', str(tmp_path / 'test'), *extra,
+                    timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(ln for ln in proc.stdout.splitlines() if 'pascal_voc/mAP:' in ln)
     return float(line.split('pascal_voc/mAP: ')[1].split()[0])
@@ -128,7 +123,7 @@ def test_export_tool_writes_an_int8_graph_with_accuracy_control(trained, tmp_pat
     out = tmp_path / 'det_int8.xml'
     proc = run_tool('tools/export.py', config, ckpt, '--format', 'openvino', '--with-nms',
                     '--precision', 'int8', '--calib', images, '--calib-images', '16',
-                    '--max-drop', '0.02', '--val-images', '16', '--out', str(out))
+                    '--max-drop', '0.02', '--val-images', '16', '--out', str(out), timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert out.is_file() and out.with_suffix('.bin').is_file()
     assert 'int8: calibrated on 16 images' in proc.stdout

@@ -8,13 +8,15 @@ import copy
 
 import pytest
 import torch
-from backbone_utils import (assert_deploy_equal, count_macs, count_params, max_rel_diff,
-                            randomize_bn_stats)
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmlightbb.models.backbones.replknet import ReparamLargeKernelConv, RepLKNet
-from mmlightbb.models.layers import set_cpu_channels_last
+from mmlightbb.models.layers import randomize_bn_stats, set_cpu_channels_last
+from mmlightbb.analysis.benchmark import max_rel_diff
+from mmlightbb.analysis.complexity import count_macs, count_params
+
+from helpers import assert_deploy_equal
 
 ARCHS = ('31B', '31L', 'XL')
 # README: params (M), "FLOPs" (G MACs) at the resolution it names.

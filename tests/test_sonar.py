@@ -14,7 +14,8 @@ from mmlightbb.datasets import (SONAR_CLASSES, SonarDataset, convert_voc, make_s
                                 render_sonar_image, to_bgr_uint8, voc_to_coco)
 from mmlightbb.datasets.synthetic_sonar import _occluded
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+from helpers import REPO
+
 PIPELINE = [dict(type='LoadImageFromFile'), dict(type='LoadAnnotations', with_bbox=True)]
 
 

@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+from helpers import REPO
+
 TARGETS = ('FasterNet-T0', 'FasterNet-T1', 'FasterNet-T2', 'FasterNet-S vs', 'FasterNet-S share',
            'FasterNet-M', 'FasterNet-L', 'RepLKNet-31B', 'CSPConvNeXt-tiny vs ConvNeXt-T',
            'ParameterNet-600m vs static twin', 'ParameterNet-600m per image',

@@ -15,9 +15,9 @@ import sys
 
 import pytest
 import torch
-from conftest import tiny_yolox_config, write_shapes_coco
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+from helpers import REPO, tiny_yolox_config, write_shapes_coco
+
 BACKBONE = dict(type='FasterNet', arch='t0', out_indices=(1, 2, 3))
 NECK_IN = [80, 160, 320]
 ITERS_PER_EPOCH = 4  # 4 images, batch 1
