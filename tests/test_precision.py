@@ -14,7 +14,6 @@ stage, 8 values per channel at batch 2) amplify the bf16 rounding to 0.1-0.4 the
 step is checked for finite loss and gradients instead. Skipped, with the reason, on CPUs
 without native bf16 (avx512_bf16 / amx_bf16).
 """
-import argparse
 import dataclasses
 import os.path as osp
 import sys
@@ -29,10 +28,8 @@ from mmlightbb.engine.precision import (AutocastTestLoop, CPUBF16OptimWrapper, a
 from mmlightbb.models.backbones import BACKBONES
 from mmlightbb.models.layers import randomize_bn_stats
 
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from test_backbone_contract import CUSTOM_ARCHS, build, loss_of  # noqa: E402
+from helpers import CUSTOM_ARCHS, FAST, REPO, TinyDet, build, load_tool, loss_of
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 BF16_RTOL = 3e-2
 NATIVE, REASON = cpu_bf16_support()
 needs_bf16 = pytest.mark.skipif(not NATIVE, reason=f'no native bf16 on this CPU: {REASON}')
@@ -130,7 +127,6 @@ def test_settings_precision_and_fp16_alias():
 
 @needs_bf16
 def test_benchmark_bf16_states_its_accuracy():
-    from test_benchmark import FAST, TinyDet
     res = bm.benchmark(TinyDet(), shape=(64, 64), backbone_only=True, deploy=True,
                        precision='bf16', warmup=1, iters=2, **FAST)
     s = res['settings']
@@ -140,8 +136,6 @@ def test_benchmark_bf16_states_its_accuracy():
 
 
 def test_benchmark_bf16_without_native_support_runs_fp32(monkeypatch, capsys):
-    from test_benchmark import FAST, TinyDet
-
     from mmlightbb.engine import precision
     monkeypatch.setattr(precision, 'cpu_bf16_support', lambda: (False, 'no avx512_bf16'))
     res = bm.benchmark(TinyDet(), shape=(64, 64), backbone_only=True, precision='bf16',
@@ -152,17 +146,9 @@ def test_benchmark_bf16_without_native_support_runs_fp32(monkeypatch, capsys):
     assert 'warning: bf16 requested but not native here (no avx512_bf16); running fp32' in err
 
 
-def _tool(path, name):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(name, osp.join(REPO, 'tools', path))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_test_tool_precision_sets_the_test_loop(monkeypatch):
     from mmengine.config import Config
-    tool = _tool('test.py', 'mmlightbb_test_tool')
+    tool = load_tool('test.py')
     from mmdet.registry import LOOPS
     cfg = Config(dict(test_cfg=dict(type='TestLoop')))
     assert tool.set_test_precision(cfg, 'fp32') == 'fp32' and cfg.test_cfg == dict(type='TestLoop')
@@ -186,7 +172,7 @@ def test_train_amp_on_cpu_is_bf16_and_a_detector_step_is_finite():
     from mmengine.structures import InstanceData
     from mmengine.registry import init_default_scope
 
-    train = _tool('train.py', 'mmlightbb_train_tool')
+    train = load_tool('train.py')
     cfg = Config(dict(optim_wrapper=dict(type='OptimWrapper', loss_scale='dynamic',
                                          optimizer=dict(type='SGD', lr=0.01, momentum=0.9))))
     assert train.set_amp(cfg) == 'bf16'
@@ -224,7 +210,7 @@ def test_train_amp_on_cpu_is_bf16_and_a_detector_step_is_finite():
 
 
 def test_tools_parse_precision_flags():
-    bench = _tool('benchmark.py', 'mmlightbb_bench_tool')
+    bench = load_tool('benchmark.py')
     argv = sys.argv
     try:
         sys.argv = ['benchmark.py', 'cfg.py', '--precision', 'bf16', '--backend', 'openvino']
@@ -232,7 +218,6 @@ def test_tools_parse_precision_flags():
     finally:
         sys.argv = argv
     assert (args.precision, args.backend, args.fp16) == ('bf16', 'openvino', False)
-    assert isinstance(args, argparse.Namespace)
 
 
 def test_autocast_compute_hands_the_evaluator_fp32_inside_the_block_only():

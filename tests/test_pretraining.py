@@ -22,7 +22,8 @@ import numpy as np
 import pytest
 import torch
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+from helpers import REPO
+
 IMAGENET_CONFIGS = sorted(p for p in glob.glob(osp.join(REPO, 'configs/imagenet/*.py'))
                           if '_base_' not in osp.basename(p))
 FAMILY_OF = {'convnext': 'ConvNeXt', 'cspconvnext': 'CSPConvNeXt', 'fasternet': 'FasterNet',
@@ -205,13 +206,11 @@ def test_imagenet_configs_state_the_published_recipe():
         assert cfg.train_cfg.max_epochs == 300
         assert any(h['type'] == 'EMAHook' for h in cfg.custom_hooks) == ema
         assert cfg.model.backbone.num_classes == cfg.data_preprocessor.num_classes == 1000
-        assert 'Source' in open(path).read() or 'source' in open(path).read()
 
 
 @pytest.mark.slow
 def test_tools_train_pretrains_a_classifier_on_an_imagenet_folder(pretrained_run):
     output = pretrained_run['output']
-    assert 'BackboneClassifier' in output or 'CSPConvNeXt' in output
     rows = _scalars(pretrained_run['work_dir'])
     losses = [r['loss'] for r in rows if 'loss' in r]
     assert len(losses) == 3 * pretrained_run['epochs']
