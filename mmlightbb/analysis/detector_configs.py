@@ -43,6 +43,14 @@ import copy
 import os.path as osp
 from typing import Dict, List, Optional, Tuple
 
+import torch
+from mmdet.registry import MODELS
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+from mmengine.utils import get_installed_path
+
+from ..models.backbones import BACKBONES
+
 HEADS = ('yolox', 'cascade')
 HEAD_NAMES = {'yolox': 'YOLOX-s', 'cascade': 'Cascade R-CNN'}
 BASE_CONFIGS = {'yolox': 'mmdet::yolox/yolox_s_8xb8-300e_coco.py',
@@ -86,7 +94,6 @@ class ConfigError(ValueError):
 # ------------------------------------------------------------------------------ names
 def archs_of(family: str) -> List[str]:
     if family in MMLIGHTBB_FAMILIES:
-        from ..models.backbones import BACKBONES
         return sorted(BACKBONES[MMLIGHTBB_FAMILIES[family][0]].arch_settings)
     if family == 'cspdarknet':
         return list(CSPDARKNET_ARCHS)
@@ -174,10 +181,6 @@ def backbone_out_channels(backbone_cfg: dict) -> List[int]:
     weights are loaded)."""
     key = repr(sorted((k, v) for k, v in backbone_cfg.items() if k != 'init_cfg'))
     if key not in _CHANNELS_CACHE:
-        import torch
-        import mmlightbb  # noqa: F401,F811  (registers the backbones)
-        from mmdet.registry import MODELS
-        from mmengine.registry import init_default_scope
         init_default_scope('mmdet')
         cfg = dict(copy.deepcopy(backbone_cfg), init_cfg=None)
         model = MODELS.build(cfg)
@@ -193,8 +196,6 @@ def backbone_out_channels(backbone_cfg: dict) -> List[int]:
 def load_base_config(head: str, rel: Optional[str] = None):
     """mmdet's packaged config of ``head`` (or the one at ``rel`` under mmdet's configs), an
     mmengine Config read from mmdet's install."""
-    from mmengine.config import Config
-    from mmengine.utils import get_installed_path
     rel = rel or BASE_CONFIGS[check_head(head)].split('::', 1)[1]
     return Config.fromfile(osp.join(get_installed_path('mmdet'), '.mim', 'configs', rel))
 

@@ -28,6 +28,8 @@ import numpy as np
 import torch
 from mmcv.transforms import Compose
 from mmdet.evaluation.functional import eval_map
+from mmdet.registry import DATASETS
+from mmdet.structures.bbox import bbox_overlaps
 from mmengine.dataset import pseudo_collate
 from mmengine.registry import init_default_scope
 
@@ -141,7 +143,6 @@ def preprocessed_inputs(model, cfg, images: Sequence[str], shape: Tuple[int, int
 def _validation_items(model, cfg, count: int, shape: Tuple[int, int]) -> List[tuple]:
     """(input array, ground-truth boxes, labels) of the first ``count`` images of the config's
     test set, boxes in the graph's input coordinates."""
-    from mmdet.registry import DATASETS
     init_default_scope(cfg.get('default_scope', 'mmdet'))
     dataset = DATASETS.build(cfg.test_dataloader.dataset)
     items = []
@@ -178,7 +179,6 @@ def detection_agreement(reference: Sequence, other: Sequence, score_thr: float =
     """(found, total): how many of the ``reference`` detections (``dets`` K x 5, ``labels`` K)
     with score >= ``score_thr`` have a detection of the same label in ``other`` at IoU >=
     ``iou_thr`` (an INT8 graph's detections are not the fp32 ones row for row)."""
-    from mmdet.structures.bbox import bbox_overlaps
     ref_dets, ref_labels = (torch.as_tensor(np.asarray(v)) for v in reference[:2])
     dets, labels = (torch.as_tensor(np.asarray(v)) for v in other[:2])
     keep = ref_dets[:, 4] >= score_thr

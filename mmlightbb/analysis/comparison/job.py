@@ -7,7 +7,10 @@ import os.path as osp
 import traceback
 from typing import Callable, Dict, List, Optional, Sequence
 
+import torch
+
 from ...datasets.folder_layouts import DatasetError, format_summary, prepare_dataset
+from ...engine import last_complete_checkpoint
 from .. import detector_configs as dc
 from ..benchmark import BenchmarkSettings
 from ..compare import BENCHMARK, run_compare
@@ -83,7 +86,6 @@ def compare_backbones(data: str, out_dir: str, settings: Optional[ComparisonSett
     :class:`.settings.ComparisonSettings`: epochs, size, seeds, precision, backends, ... (see
     there and the package doc).
     """
-    import torch
     if settings is None:
         settings = ComparisonSettings(**overrides)
     elif overrides:
@@ -281,7 +283,6 @@ def _time_side_by_side(jobs: List[dict], s: ComparisonSettings, threads: int, ou
     """The side-by-side timing of every finished run's first seed (:mod:`.timing`): read from
     ``OUT/timing.json`` when it holds exactly these runs and backends and nothing was trained or
     timed now (and not ``--retime``), else measured again for all of them together."""
-    from ...engine import last_complete_checkpoint
     path = osp.join(out_dir, TIMING)
     timed = []
     for job in jobs:

@@ -8,8 +8,16 @@ import statistics
 import time
 from typing import Callable, Dict, List, Sequence, Tuple
 
+from mmengine.config import Config
+from mmengine.hooks import Hook
+
+from ...engine import find_resume_checkpoint, last_complete_checkpoint, raise_if_weights_nonfinite
 from ...engine.fileio import atomic_write
+from ...engine.precision import use_autocast_test_loop
+from ...engine.runner import build_runner
+from ..benchmark import SCHEMA_VERSION, benchmark, build_detector
 from ..compare import benchmark_file_name
+from ..export import ExportError
 from ..uncertainty import DETECTIONS
 from .plan import TEST_METRICS, epochs_text
 from .testset import detections_hook
@@ -56,8 +64,6 @@ def progress_hook(clock: Clock, prefix: str, head: str, later: Sequence[Tuple[st
     """A Hook that prints one line per finished epoch with the run's ETA and a rough ETA of all
     runs (``later``: (head, epochs) of the runs still to train, at the mean s/epoch of the runs
     of their head trained so far; backbones differ in cost, hence the "~")."""
-    from mmengine.hooks import Hook
-
     class ComparisonProgressHook(Hook):
         priority = 'LOWEST'
 
@@ -89,11 +95,6 @@ def train_test_benchmark(cfg, run: dict, run_dir: str, benches: list, precision:
     """Train (or resume), test in ``precision`` (every test image's detections saved,
     :func:`.testset.detections_hook`), then :func:`time_backends` with ``benches``
     (BenchmarkSettings, PyTorch first) on the trained model."""
-    from mmengine.config import Config
-
-    from ...engine import find_resume_checkpoint
-    from ...engine.precision import use_autocast_test_loop
-    from ...engine.runner import build_runner
     resume_from = find_resume_checkpoint(run_dir) if osp.isdir(run_dir) else None
     # no file name: the Runner's own copy of the config (with this session's resume state) goes to
     # <run_dir>/<timestamp>.py, not over mmdet's base config name or <run>.py
@@ -114,7 +115,6 @@ def train_test_benchmark(cfg, run: dict, run_dir: str, benches: list, precision:
     try:
         runner.train()
     except Exception as err:  # name the cause when a head failed on NaN weights
-        from ...engine import raise_if_weights_nonfinite
         raise_if_weights_nonfinite(runner, err)
         raise
     trained = runner.epoch
@@ -137,8 +137,6 @@ def time_backends(model, run_dir: str, benches: list, source: dict, clock: Clock
     """Benchmark ``model`` with each of ``benches``. PyTorch's result is ``benchmark.json`` (with
     test_metrics.json it marks the run finished) and its errors fail the run; a runtime that is
     missing or cannot run the export leaves its reason as the entry's ``note`` instead."""
-    from ..benchmark import SCHEMA_VERSION, benchmark
-    from ..export import ExportError
     for bench in benches:
         what = f'{bench.backend} {bench.precision}'
         clock.log(f'{prefix}: benchmarking {what} ({_unit(bench)}, deployed, batch 1, '
@@ -164,8 +162,6 @@ def time_backends_of_finished_run(run: dict, run_dir: str, benches: list, clock:
                                   prefix: str):
     """:func:`time_backends` for a finished run, on the detector of its config and last
     checkpoint (nothing is trained or tested again)."""
-    from ...engine import last_complete_checkpoint
-    from ..benchmark import build_detector
     checkpoint = last_complete_checkpoint(run_dir)
     if checkpoint is None:
         raise RuntimeError(f'no complete checkpoint left in {run_dir} to time '

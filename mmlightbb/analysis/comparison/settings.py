@@ -2,6 +2,8 @@
 import dataclasses
 from typing import Dict, Optional, Tuple
 
+import torch
+
 from .. import detector_configs as dc
 from ..uncertainty import RESAMPLES
 from .plan import ComparisonError
@@ -42,7 +44,6 @@ class ComparisonSettings:
     retime: bool = False
 
     def __post_init__(self):
-        import torch
         for name in ('heads', 'backbones', 'classes', 'backends'):
             value = getattr(self, name)
             if value is not None:

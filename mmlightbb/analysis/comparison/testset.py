@@ -5,6 +5,8 @@ import json
 import os.path as osp
 from typing import Optional, Sequence
 
+from mmengine.hooks import Hook
+
 from ...engine.fileio import atomic_write
 from ..uncertainty import BOOTSTRAP, DETECTIONS, bootstrap_maps, detections_record, \
     load_detections, save_detections
@@ -14,8 +16,6 @@ from .plan import read_json
 def detections_hook(path: str, num_classes: int):
     """A Hook that keeps every test image's predictions and ground truth (what the metrics get)
     and writes them to ``path`` when the test ends."""
-    from mmengine.hooks import Hook
-
     class DetectionsHook(Hook):
         priority = 'LOWEST'
 

@@ -11,11 +11,23 @@ detector with decoding and NMS on the normalised input (no preprocessing). A run
 first seed's last checkpoint (the seeds share the architecture; the weights change only how many
 boxes reach NMS, on random pixels as much as on any).
 """
+import copy
 import datetime
 import os.path as osp
 import platform
 import tempfile
 from typing import Callable, List
+
+import torch
+from torch import nn
+
+from ...engine.precision import autocast_compute
+from ..benchmark import build_detector, cpu_name, deploy_model, time_interleaved
+from ..benchmark.inputs import in_channels_of, make_batch
+from ..complexity import count_macs, count_params
+from ..export import export_model, load_runtime, prepare_with_nms, require
+from ..uncertainty import latency_stats
+from .runs import last_line
 
 TIMING = 'timing.json'
 
@@ -25,10 +37,7 @@ def entry_key(name: str, backend: str, precision: str) -> str:
 
 
 def _pytorch_call(model, bench) -> Callable[[], object]:
-    import torch
 
-    from ...engine.precision import autocast_compute
-    from ..benchmark.inputs import in_channels_of, make_batch
     batch = make_batch(1, bench.shape, in_channels_of(model), device=bench.device)
     cuda = bench.device == 'cuda'
 
@@ -42,10 +51,7 @@ def _pytorch_call(model, bench) -> Callable[[], object]:
 
 
 def _runtime_call(model, bench, stem: str) -> Callable[[], object]:
-    import copy
 
-    from ..benchmark.inputs import in_channels_of, make_batch
-    from ..export import export_model, load_runtime, prepare_with_nms, require
     require('onnx')
     require(bench.backend)
     fmt = 'onnx' if bench.backend == 'onnxruntime' else 'openvino'
@@ -62,10 +68,6 @@ def detector_complexity(model, shape) -> dict:
     """Parameters and GFLOPs (2 x multiply-adds; mmengine's FlopAnalyzer, every op it counts) of
     the whole deployed detector -- backbone, neck and head(s), not the post-processing -- on one
     preprocessed image at the test size; a ``note`` instead of GFLOPs when tracing fails."""
-    from torch import nn
-
-    from ..benchmark.inputs import in_channels_of, make_batch
-    from ..complexity import count_macs, count_params
     data = model.data_preprocessor(make_batch(1, shape, in_channels_of(model)), False)
     samples, channels = data['data_samples'], data['inputs'].shape[1]  # what the network gets
 
@@ -83,7 +85,6 @@ def detector_complexity(model, shape) -> dict:
     try:
         out['gflops'] = 2 * count_macs(Network(), (1, channels, *shape)) / 1e9
     except Exception as err:  # e.g. an op the tracer cannot follow
-        from .runs import last_line
         out['note'] = f'GFLOPs not counted: {last_line(err)}'
     return out
 
@@ -94,11 +95,6 @@ def time_side_by_side(runs: List[dict], rounds: int, warmup: int, threads: int, 
     BenchmarkSettings of each backend) round-robin in this process; returns what
     ``timing.json`` holds. A runtime that is missing or a detector that does not export gets a
     ``note`` instead of numbers."""
-    import torch
-
-    from ..benchmark import build_detector, cpu_name, deploy_model, time_interleaved
-    from ..uncertainty import latency_stats
-    from .runs import last_line
     calls, entries, complexity = {}, {}, {}
     threads_before = torch.get_num_threads()
     torch.set_num_threads(threads)

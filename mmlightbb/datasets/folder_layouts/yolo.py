@@ -12,6 +12,8 @@ else ``test``.
 import os.path as osp
 from typing import List, Optional, Sequence, Tuple
 
+import yaml
+
 from .common import (IMAGE_EXTS, SPLIT_DIR_NAMES, TEST_NAMES, TRAIN_NAMES, VAL_NAMES,
                      DatasetError, _find_dir, _image, _ImageIndex, _is_image, _listdir, _shown,
                      _walk_images)
@@ -53,7 +55,6 @@ def _yolo_class_names(root: str, label_dirs: Sequence[str]) -> Tuple[Optional[Li
             if not osp.isfile(path):
                 continue
             try:
-                import yaml
                 with open(path) as f:
                     data = yaml.safe_load(f)
             except Exception as err:  # noqa: BLE001 (any parse error: say which file)
