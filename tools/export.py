@@ -36,7 +36,8 @@ from mmlightbb.analysis.export import (FORMATS, TWO_STAGE_EXPORT, ExportError, b
                                        check_export, default_out_path, export_model, input_shape,
                                        load_runtime, prepare_for_export, prepare_with_nms, require,
                                        two_stage)
-from mmlightbb.analysis.quantize import QuantizationSettings, detection_agreement, export_int8
+from mmlightbb.analysis.quantize import (QuantizationSettings, add_quantization_args,
+                                         detection_agreement, export_int8)
 
 
 def parse_args(argv=None):
@@ -57,14 +58,7 @@ def parse_args(argv=None):
     parser.add_argument('--out', help='output file (.onnx, or .xml for openvino)')
     parser.add_argument('--precision', choices=['fp32', 'int8'], default='fp32',
                         help='int8: post-training quantization calibrated on --calib images')
-    parser.add_argument('--calib', help='int8: a folder of training images (found recursively)')
-    parser.add_argument('--calib-images', type=int, default=300,
-                        help='int8: how many of them calibrate (default 300)')
-    parser.add_argument('--max-drop', type=float,
-                        help='int8, openvino: NNCF accuracy control, at most this VOC mAP50 '
-                        'drop on the first --val-images images of the test set')
-    parser.add_argument('--val-images', type=int, default=100,
-                        help='--max-drop: validation images (default 100)')
+    add_quantization_args(parser)
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override settings of the config, xxx=yyy format')
     return parser, parser.parse_args(argv)

@@ -25,7 +25,8 @@ import mmlightbb  # noqa: F401  (registers backbones, datasets, the test loop an
 from mmlightbb.analysis.benchmark import RUNTIME_PRECISIONS
 from mmlightbb.analysis.export import (ExportError, build_for_export, export_with_nms,
                                        exported_predictions, input_shape, prepare_with_nms)
-from mmlightbb.analysis.quantize import QuantizationSettings, export_int8
+from mmlightbb.analysis.quantize import (QuantizationSettings, add_quantization_args,
+                                         export_int8)
 from mmlightbb.datasets.sonar import UnreadableImageError
 from mmlightbb.engine import CheckpointFormatError, UnsafeCheckpointError
 from mmlightbb.engine.config import add_runner_args, config_from_args
@@ -46,14 +47,7 @@ def parse_args():
                         help='fp32 (default); bf16 autocast on CPUs with native bf16 (else fp32 '
                         'with a warning); fp16 autocast, CUDA only; int8: --backend onnxruntime/'
                         'openvino, the exported graph quantized on --calib images')
-    parser.add_argument('--calib', help='int8: a folder of training images (found recursively)')
-    parser.add_argument('--calib-images', type=int, default=300,
-                        help='int8: how many of them calibrate (default 300)')
-    parser.add_argument('--max-drop', type=float,
-                        help='int8, openvino: NNCF accuracy control (VOC mAP50 drop allowed on '
-                        'the first --val-images test images)')
-    parser.add_argument('--val-images', type=int, default=100,
-                        help='--max-drop: validation images (default 100)')
+    add_quantization_args(parser)
     parser.add_argument('--backend', choices=['pytorch', 'onnxruntime', 'openvino'],
                         default='pytorch', help='pytorch (default); onnxruntime / openvino: '
                         'evaluate the YOLOX detector exported with box decoding and NMS (batch 1, '

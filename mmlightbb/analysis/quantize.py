@@ -16,6 +16,7 @@ NNCF quantizes the inputs of those ops): box decoding, scores and NMS stay float
 Calibration images go through the config's own test pipeline (annotation loading dropped) and the
 detector's data preprocessor, so they reach the graph exactly as test images do.
 """
+import argparse
 import dataclasses
 import glob
 import os
@@ -36,7 +37,8 @@ from mmengine.registry import init_default_scope
 from ..engine.fileio import atomic_files
 from .export import ExportError, export_model, require
 
-__all__ = ['IMAGE_SUFFIXES', 'MIN_CALIBRATION_IMAGES', 'QuantizationSettings', 'export_int8',
+__all__ = ['IMAGE_SUFFIXES', 'MIN_CALIBRATION_IMAGES', 'QuantizationSettings',
+           'add_quantization_args', 'export_int8',
            'find_images', 'preprocessed_inputs', 'quantize_exported', 'map50_of_runtime',
            'detection_agreement']
 
@@ -66,6 +68,19 @@ class QuantizationSettings:
                               'e.g. 0.01')
         if self.val_images < 1:
             raise ExportError(f'--val-images {self.val_images}: at least 1')
+
+
+def add_quantization_args(parser: argparse.ArgumentParser) -> None:
+    """``--calib``, ``--calib-images``, ``--max-drop`` and ``--val-images``, as tools/export.py and
+    tools/test.py take them (:class:`QuantizationSettings`)."""
+    parser.add_argument('--calib', help='int8: a folder of training images (found recursively)')
+    parser.add_argument('--calib-images', type=int, default=300,
+                        help='int8: how many of them calibrate (default 300)')
+    parser.add_argument('--max-drop', type=float,
+                        help='int8, openvino: NNCF accuracy control, at most this VOC mAP50 '
+                        'drop on the first --val-images images of the test set')
+    parser.add_argument('--val-images', type=int, default=100,
+                        help='--max-drop: validation images (default 100)')
 
 
 @dataclasses.dataclass
