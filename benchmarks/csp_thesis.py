@@ -64,7 +64,7 @@ def train_for_map(args) -> dict:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=' '.join(__doc__.split('\n\n')[0].split()))
     parser.add_argument('--size', type=int, default=640)
     parser.add_argument('--threads', type=int, default=2)
     parser.add_argument('--iters', type=int, default=5)

@@ -332,8 +332,8 @@ def test_detector_test_step_under_bf16_autocast_finds_the_fp32_detections(config
     assert out.bboxes.dtype == out.scores.dtype == torch.float32
     # the 5 best fp32 boxes have bf16 twins (near-equal scores may swap places). Random weights
     # give large box deltas and near-tied scores, so bf16 rounding can move a box or change which
-    # proposal Cascade R-CNN refines: 4 of 5 must match (the mAP in bf16 vs fp32 of trained
-    # models is in the README)
+    # proposal Cascade R-CNN refines: 4 of 5 must match (trained models' mAP in bf16: a
+    # comparison with --precision bf16, docs/comparison.md)
     iou = bbox_overlaps(ref.bboxes[:5].float(), out.bboxes.float())
     best_iou, match = iou.max(1)
     twins = best_iou > 0.8

@@ -16,7 +16,7 @@ import os
 
 def parse_args():
     from mmlightbb.analysis.pipeline import DEMO_CASCADE_EPOCHS, DEMO_EPOCHS, DEMO_SIZE
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(description=' '.join(__doc__.split('\n\n')[0].split()))
     parser.add_argument('--work-dir', default='work_dirs/demo',
                         help='one sub-dir per run, data/ and report/')
     parser.add_argument('--data', default='data/sonar_synth',

@@ -18,7 +18,7 @@ from mmlightbb.analysis.erf import run_erf
 
 
 def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=' '.join(__doc__.split('\n\n')[0].split()))
     parser.add_argument('configs', nargs='+', metavar='CONFIG', help='detector config file(s)')
     parser.add_argument('--checkpoint', nargs='+', metavar='CKPT',
                         help="one checkpoint per config ('none' = random init for that one)")

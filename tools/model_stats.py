@@ -1,4 +1,4 @@
-"""Params and MACs of every mmlightbb backbone arch (the README's model table).
+"""Params and MACs of every mmlightbb backbone arch (the model table of docs/backbones.md).
 
     python tools/model_stats.py [--families FasterNet RepLKNet] [--sizes 224 640] [--out stats.md]
 

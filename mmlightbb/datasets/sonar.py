@@ -17,7 +17,7 @@ GET_DATA_HINT = (
     "(it writes annotations/train.json, annotations/val.json and images/), or convert SCTD "
     '(Pascal VOC xml) to COCO json with `python tools/dataset_converters/voc2coco.py data/SCTD '
     '--out-dir '
-    '{root}annotations` (see README, "Datasets"), or point data_root at your data.')
+    '{root}annotations` (see docs/configs.md), or point data_root at your data.')
 
 
 @DATASETS.register_module()

@@ -45,7 +45,7 @@ The design: reseed at fixed points, keyed by position, instead of saving generat
       ``_input_size`` attribute), is saved in the checkpoint
       (``checkpoint['mmlightbb_randomness']``, plain ints and lists:
       ``torch.load(weights_only=True)`` accepts it) and restored on resume.
-    * The cost per sample and per iteration (a few reseeds) is measured in the README.
+    * The cost per sample and per iteration (a few reseeds) is measured in docs/reliability.md.
 
 Active only when the config sets ``randomness.seed``; otherwise the Runner trains as stock
 mmengine does and logs one line at train start saying how to make the run exactly resumable.

@@ -32,7 +32,7 @@ Warm-up iterations are run and discarded; each timed iteration is measured with
 ``time.perf_counter`` (after ``torch.cuda.synchronize()`` on CUDA only), under ``torch.no_grad()``.
 
 MACs are mmengine FlopAnalyzer counts of the backbone's conv and linear layers (1 multiply-add = 1
-MAC, as the papers' and the README's tables); FLOPs = 2 x MACs. Achieved GFLOP/s
+MAC, as the papers' tables and docs/backbones.md); FLOPs = 2 x MACs. Achieved GFLOP/s
 (backbone-only mode) = 2 x MACs x batch / median latency; it is compared with the best of a few
 2048x2048 @ 2048x2048 fp32 matmuls on the same device and thread count ("peak").
 

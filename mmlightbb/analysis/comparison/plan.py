@@ -67,7 +67,7 @@ def plan_runs(heads: Sequence[str], backbones: Sequence[str], quick: bool = Fals
             raise ComparisonError(
                 f'--pretrained {key}=...: no chosen backbone is {key} (chosen: '
                 f"{sorted({r['family'] + ':' + r['arch'] for r in runs})})")
-        if path.startswith('mmlightbb://'):  # named weights, downloaded once (README)
+        if path.startswith('mmlightbb://'):  # named weights, downloaded once (docs/pretrained.md)
             try:
                 get_weights(path)
             except KeyError as err:

@@ -65,8 +65,8 @@ class ComparisonSettings:
             raise ComparisonError(f"--device must be 'cpu' or 'cuda', got {device!r}")
         if device == 'cuda' and not torch.cuda.is_available():
             raise ComparisonError(f'--device cuda: this torch ({torch.__version__}) sees no CUDA '
-                                  'GPU; use --device cpu or install a CUDA build (README, GPU '
-                                  'install)')
+                                  'GPU; use --device cpu or install a CUDA build '
+                                  '(docs/install.md#gpu)')
         if device == 'cpu' and torch.cuda.is_available():
             raise ComparisonError('--device cpu on a machine with a GPU: start the command with '
                                   "CUDA_VISIBLE_DEVICES='' (tools/compare_backbones.py does this)")

@@ -54,7 +54,7 @@ def detect_layout(root: str) -> str:
         f'{root} is in none of the known layouts: Pascal VOC (Annotations/*.xml + JPEGImages/), '
         'COCO (annotations/*.json + an image folder) or YOLO (images/ + labels/*.txt + '
         f"classes.txt or data.yaml); it holds {_shown(entries) if entries else 'nothing'}. "
-        'Move the files into one of these layouts (README, "Your own data")')
+        'Move the files into one of these layouts (docs/comparison.md)')
 
 
 def _new_report() -> Dict[str, List[str]]:

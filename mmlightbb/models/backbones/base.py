@@ -1,4 +1,4 @@
-"""The contract every mmlightbb backbone follows (see README, "Backbone contract").
+"""The contract every mmlightbb backbone follows (see docs/backbones.md).
 
 A subclass declares ``arch_settings`` (name -> settings dict), builds its layers, sets
 ``stage_channels`` (channels of the four stride-4/8/16/32 maps) and implements
