@@ -115,7 +115,14 @@ def shrink(cfg, size=SIZE):
     return cfg
 
 
-@pytest.mark.parametrize('config', CONFIGS, ids=lambda f: osp.relpath(f, osp.join(REPO, 'configs')))
+# One iteration builds a config's full-size detector (seconds each, 40 configs): the loop
+# (-m "not slow") trains the smallest of each head, make test every config.
+SMALLEST = ('yolox_fasternet_t0_tiny.py', 'cascade_rcnn_fasternet.py')
+
+
+@pytest.mark.parametrize('config', [
+    pytest.param(f, marks=[] if osp.basename(f) in SMALLEST else [pytest.mark.slow])
+    for f in CONFIGS], ids=lambda f: osp.relpath(f, osp.join(REPO, 'configs')))
 def test_config_trains_one_iteration_and_predicts(config, data_dir, monkeypatch, tmp_path):
     import mmlightbb  # noqa: F401
     from mmengine.config import Config
