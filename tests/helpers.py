@@ -240,8 +240,8 @@ def main_table(md: str) -> list:
 
 
 # -------------------------------------------------------------------------------- backbones
-# Small custom archs per family (every stage present, a few narrow blocks): the default run puts
-# numbers through these; the published archs get the same checks with -m slow.
+# Small custom archs per family (every stage present, a few narrow blocks): the checks that put
+# numbers through a backbone run on these; on the published archs only with -m slow.
 CUSTOM_ARCHS = {
     'ConvNeXt': {'custom': dict(depths=[1, 1, 2, 1], channels=[16, 32, 64, 128])},
     'CSPConvNeXt': {
