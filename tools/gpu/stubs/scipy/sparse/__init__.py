@@ -1,0 +1,3 @@
+from scipy import unavailable
+
+csr_matrix = unavailable('scipy.sparse.csr_matrix')
