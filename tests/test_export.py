@@ -337,4 +337,4 @@ def test_test_tool_backend_refuses_a_precision_it_cannot_run(tmp_path):
          'onnxruntime', '--precision', 'bf16'], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1] == (
-        'error: --backend onnxruntime runs fp32 only; drop --precision bf16')
+        'error: --backend onnxruntime runs fp32 or int8; drop --precision bf16')
