@@ -38,12 +38,12 @@ def test_quick_run_prints_every_target_with_ratio(tmp_path):
     assert len(res['rows']) == len(TARGETS) and res['crossover'] and res['paths']
 
 
-def _run_quick(script, tmp_path, *extra):
+def _run_quick(script, tmp_path, *extra, timeout=900):
     out = tmp_path / 'r.json'
     proc = subprocess.run(
         [sys.executable, osp.join(REPO, 'benchmarks', script), '--quick', '--threads', '1',
          '--out', str(out), *extra], capture_output=True, text=True, cwd=str(tmp_path),
-        timeout=900)
+        timeout=timeout)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout, json.loads(out.read_text())
 
@@ -52,10 +52,11 @@ def _run_quick(script, tmp_path, *extra):
 def test_deploy_targets_quick_run_has_every_side_and_target(tmp_path):
     from mmlightbb.analysis.benchmark import cpu_bf16_support
     bf16 = cpu_bf16_support()[0]
-    stdout, res = _run_quick('deploy_targets.py', tmp_path)
-    sides = {'pytorch fp32', 'onnxruntime fp32', 'openvino f32'} | (
-        {'pytorch bf16', 'openvino bf16'} if bf16 else set())
-    models = {r['model'] for r in res['rows'] if r['group'] != 'training'}
+    stdout, res = _run_quick('deploy_targets.py', tmp_path, timeout=1800)
+    runtimes = {'onnxruntime fp32', 'openvino f32', 'onnxruntime int8', 'openvino int8'} | (
+        {'openvino bf16'} if bf16 else set())
+    sides = {'pytorch fp32'} | runtimes | ({'pytorch bf16'} if bf16 else set())
+    models = {r['model'] for r in res['rows'] if r['group'] in ('backbones', 'detectors')}
     assert len(models) == 7  # 5 backbones + 2 YOLOX detectors
     for model in models:
         assert {r['side'] for r in res['rows'] if r['model'] == model} == sides
@@ -70,9 +71,16 @@ def test_deploy_targets_quick_run_has_every_side_and_target(tmp_path):
         if r['group'] == 'detectors' and r['side'] in ('onnxruntime fp32', 'openvino f32'):
             n_ref, n = r['diff'].split(' dets')[0].split(' vs ')
             assert n_ref == n
-    assert len(res['targets']) == 7 + bf16
+    # Cascade R-CNN: its whole step, its backbone + neck in every side, the projected steps
+    cascade = {r['side'] for r in res['rows'] if r['group'] == 'cascade'}
+    assert cascade == {'pytorch fp32', 'pytorch fp32 extract_feat'} | {
+        f'{side} extract_feat' for side in runtimes} | {f'projected {side}' for side in runtimes}
+    # one target per backbone and detector, the int8 target per detector, training with bf16
+    assert len(res['targets']) == 7 + 2 + bf16
     assert all(t['best_ratio'] > 0 and t['limit'] in (0.6, 0.7) for t in res['targets'])
-    assert 'targets (the fastest side / pytorch fp32):' in stdout
+    assert [t['group'] for t in res['targets']].count('int8') == 2
+    assert 'targets (the fastest side / pytorch fp32; int8: openvino int8 / openvino bf16):' \
+        in stdout
 
 
 @pytest.mark.slow
