@@ -113,7 +113,7 @@ tests() {
     -p no:cacheprovider --durations=15
 }
 cpu_run() {  # dry run: the CUDA tests' training, test, benchmark and plots, tiny, on the CPU
-  "$VPY" tools/make_sonar_dataset.py --out "$WORK/sonar" --num-train 8 --num-val 4 --size 64
+  "$VPY" tools/make_sonar_dataset.py --out "$WORK/sonar" --num-train 4 --num-val 2 --size 64
   "$VPY" tools/compare_backbones.py "$WORK/sonar" --out "$WORK/cmp" --heads yolox cascade \
     --backbones fasternet:t0 --epochs 1 --size 64 --batch-size 2 --bench-iters 1 --device cpu
 }
