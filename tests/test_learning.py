@@ -30,10 +30,10 @@ def sonar_root(tmp_path_factory):
 @pytest.mark.slow
 def test_training_raises_map50_well_above_untrained(sonar_root, tmp_path):
     import mmlightbb  # noqa: F401
-    from mmengine.runner import Runner
-    untrained = Runner.from_cfg(learning_config(sonar_root, str(tmp_path / 'untrained'), 1))
+    from mmlightbb.engine import build_runner  # the config's runner, as tools/train.py builds it
+    untrained = build_runner(learning_config(sonar_root, str(tmp_path / 'untrained'), 1))
     before = untrained.test()['pascal_voc/mAP']
-    runner = Runner.from_cfg(learning_config(sonar_root, str(tmp_path / 'trained'), EPOCHS))
+    runner = build_runner(learning_config(sonar_root, str(tmp_path / 'trained'), EPOCHS))
     runner.train()
     after = runner.test()['pascal_voc/mAP']
     # Two runs in one process (as in make demo) keep their logs apart: the training losses are in
