@@ -25,7 +25,7 @@ def _pins():
 
 @pytest.mark.slow
 def test_cpu_dry_run_writes_the_report_with_every_step(tmp_path):
-    """The whole check on this machine (4-9 minutes on 2 cores, quiet to loaded)."""
+    """The whole check on this machine (4.5 minutes on 2 cores at load 4, 10 at load 12)."""
     out = tmp_path / 'out'
     proc = subprocess.run(['bash', osp.join(REPO, 'tools', 'gpu', 'check.sh'), str(out),
                            '--cpu-dry-run'], cwd=tmp_path, capture_output=True, text=True,
