@@ -1,7 +1,7 @@
 """tools/gpu/ (docs/gpu.md), the kit that proves the GPU path on a GPU machine without network:
-its dry run on this CPU machine writes the report with every step's status and finds no import
-that the GPU machine could not satisfy; the build log's first failing file and error are found;
-gpu_wheels/, when fetched, holds exactly the pinned wheels.
+its dry run on this CPU machine writes the report with every step's status, in a venv that sees
+only what the GPU machine has; the report of a failed GPU run names the build's first failing file
+and error and each failed test; gpu_wheels/, when fetched, holds exactly the pinned wheels.
 """
 import json
 import os
@@ -62,24 +62,59 @@ def test_cpu_dry_run_writes_the_report_with_every_step(tmp_path):
     assert md.startswith('# GPU check: OK (cpu-dry-run)') and all(f'| {s} |' in md for s in STEPS)
 
 
-def test_build_info_finds_the_first_failing_file_and_error(tmp_path):
-    log = tmp_path / 'build.log'
-    log.write_text(
-        '[1/136] /usr/local/cuda/bin/nvcc -DMMCV_WITH_CUDA -c a.cu -o a.o -Werror=return-type\n'
-        'FAILED: /tmp/pip-req/build/temp.linux-x86_64-cpython-312/mmcv/ops/csrc/pytorch/cuda/'
-        'nms_cuda.o\n'
-        '/tmp/pip-req/mmcv/ops/csrc/common/pytorch_cuda_helper.hpp:9:10: fatal error: '
-        'THC/THCAtomics.cuh: No such file or directory\n'
-        'compilation terminated.\n'
-        '/tmp/pip-req/mmcv/ops/csrc/pytorch/cuda/x.cu(12): error: identifier "y" is undefined\n'
-        'error: command \'/usr/bin/g++\' failed with exit code 1\n')
-    proc = subprocess.run([sys.executable, KIT, 'build-info', str(log), '9.0', '16', 'no shim'],
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    info = json.loads(proc.stdout)
-    assert info['failed_object'] == 'mmcv/ops/csrc/pytorch/cuda/nms_cuda.o'
-    assert info['first_error'].endswith('fatal error: THC/THCAtomics.cuh: No such file or directory')
-    assert len(info['errors']) == 3 and (info['arch'], info['jobs']) == ('9.0', '16')
+BUILD_LOG = (
+    '[1/136] /usr/local/cuda/bin/nvcc -DMMCV_WITH_CUDA -c a.cu -o a.o -Werror=return-type\n'
+    'FAILED: /tmp/pip-req/build/temp.linux-x86_64-cpython-312/mmcv/ops/csrc/pytorch/cuda/'
+    'nms_cuda.o\n'
+    '/tmp/pip-req/mmcv/ops/csrc/common/pytorch_cuda_helper.hpp:9:10: fatal error: '
+    'THC/THCAtomics.cuh: No such file or directory\n'
+    'compilation terminated.\n'
+    '/tmp/pip-req/mmcv/ops/csrc/pytorch/cuda/x.cu(12): error: identifier "y" is undefined\n'
+    "error: command '/usr/bin/g++' failed with exit code 1\n")
+TESTS_LOG = (
+    'tests/test_cuda.py::test_backbone_on_cuda_equals_cpu[as-built-FasterNet-custom] PASSED [ 1%]\n'
+    'tests/test_cuda.py::test_one_training_epoch_on_cuda_lowers_the_loss[cascade] FAILED [ 2%]\n'
+    'tests/test_cuda.py::test_compare_backbones_quick_on_cuda_end_to_end SKIPPED (x) [ 3%]\n'
+    '=========================== short test summary info ============================\n'
+    'PASSED tests/test_cuda.py::test_backbone_on_cuda_equals_cpu[as-built-FasterNet-custom]\n'
+    'SKIPPED [1] tests/test_cuda.py:198: no roi_align on CUDA\n'
+    'FAILED tests/test_cuda.py::test_one_training_epoch_on_cuda_lowers_the_loss[cascade] - '
+    'RuntimeError: roi_align_forward_impl: implementation for device cuda:0 not found.\n')
+
+
+def _kit(*args):
+    proc = subprocess.run([sys.executable, KIT, *args], capture_output=True, text=True)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def test_report_of_a_gpu_run_whose_build_failed(tmp_path):
+    """What a failed CUDA build leaves: the first failing object and compiler error, the CPU-ops
+    fallback, each test's outcome and the failures' reasons, a step stopped at its limit."""
+    (tmp_path / 'logs').mkdir()
+    (tmp_path / 'build.log').write_text(BUILD_LOG)
+    code, info = _kit('build-info', str(tmp_path / 'build.log'), '9.0', '16', 'no shim')
+    assert code == 0, info
+    (tmp_path / 'build_cuda.json').write_text(info)
+    (tmp_path / 'logs' / 'tests.log').write_text(TESTS_LOG)
+    (tmp_path / 'meta.json').write_text(json.dumps(dict(mode='gpu', budget_s=540)))
+    (tmp_path / 'steps.tsv').write_text(''.join(
+        f'{name}\t{status}\t1.5\t{rc}\t{note}\n' for name, status, rc, note in [
+            ('probe', 'ok', 0, ''), ('build_mmcv', 'failed', 1, 'mmcv build (cuda) failed'),
+            ('build_mmcv_cpu_ops', 'ok', 0, ''), ('tests', 'failed', 1, '1 failed'),
+            ('benchmark', 'timeout', 124, 'stopped after 30 s')]))
+    code, out = _kit('report', str(tmp_path))
+    assert code == 1 and out.startswith('check: NOT OK: build_mmcv; tests; benchmark'), out
+    rep = json.loads((tmp_path / 'report.json').read_text())
+    assert rep['build']['failed_object'] == 'mmcv/ops/csrc/pytorch/cuda/nms_cuda.o'
+    assert rep['build']['first_error'].endswith(
+        'fatal error: THC/THCAtomics.cuh: No such file or directory')
+    assert len(rep['build']['errors']) == 3 and rep['build_cpu_ops'] is None
+    assert rep['tests']['counts'] == {'passed': 1, 'failed': 1, 'skipped': 1}
+    (failed, reason), = rep['tests']['failures'].items()
+    assert failed.endswith('[cascade]') and reason.startswith('RuntimeError: roi_align')
+    md = (tmp_path / 'report.md').read_text()
+    assert md.startswith('# GPU check: NOT OK (gpu)') and '| benchmark | timeout | 2 |' in md
+    assert 'First failing object: `mmcv/ops/csrc/pytorch/cuda/nms_cuda.o`' in md
 
 
 def test_every_carried_package_is_pinned_and_fetched_once():

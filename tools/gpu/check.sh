@@ -28,7 +28,7 @@ export PIP_WHL=$(ls "$WHEELS"/pip-*.whl 2>/dev/null | head -1)
 [[ -n $PIP_WHL || $DRY == 1 ]] \
   || { echo "check: no $WHEELS/pip-*.whl: run 'bash tools/gpu/wheels.sh' on a machine with PyPI and carry gpu_wheels/" >&2; exit 2; }
 mkdir -p "$OUT/logs" "$OUT/bench"
-rm -f "$OUT"/steps.tsv "$OUT"/build.json "$OUT"/bench/*.json "$OUT"/logs/*
+rm -f "$OUT"/steps.tsv "$OUT"/build_*.json "$OUT"/bench/*.json "$OUT"/logs/*
 cat >"$OUT/meta.json" <<EOF
 {"mode": "$( ((DRY)) && echo cpu-dry-run || echo gpu)", "started": "$(date -u +%FT%TZ)", "budget_s": $BUDGET,
  "commit": "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo +changes)"}
@@ -102,9 +102,9 @@ build_mmcv() {  # $1: cuda | cpu (the fallback when the CUDA build fails: CPU op
   MMCV_WITH_OPS=1 MAX_JOBS=$(nproc) PATH=$VENV/bin:$PATH "$VPY" -m pip install --no-index \
     --no-deps --no-build-isolation "$WORK/mmcv-2.1.0" >"$WORK/build.log" 2>&1 || rc=$?
   "$PYTHON" tools/gpu/kit.py build-info "$WORK/build.log" "$arch" "$(nproc)" "$(cat "$WORK/compat")" \
-    >"$OUT/build.json"
+    >"$OUT/build_$1.json"
   cat "$WORK/build.log"
-  (( rc == 0 )) || { echo "mmcv build ($1) failed: first error: $(grep -m1 '"first_error"' "$OUT/build.json")"; return "$rc"; }
+  (( rc == 0 )) || { echo "mmcv build ($1) failed: first error: $(grep -m1 '"first_error"' "$OUT/build_$1.json")"; return "$rc"; }
   "$VPY" -c 'import mmcv.ops; print("mmcv", mmcv.__version__, "with ops from", mmcv.__file__)'
 }
 smoke() { "$VPY" tools/gpu/kit.py smoke $( ((DRY)) || echo --cuda); }

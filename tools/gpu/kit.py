@@ -323,7 +323,8 @@ def report(out_dir):
     bad = [s['name'] for s in steps if s['status'] not in ('ok', 'not run')]
     rep = dict(schema_version=1, **meta, ok=bool(steps) and not bad, problems=bad,
                probe=read_json(os.path.join(out_dir, 'probe.json')), steps=steps,
-               build=read_json(os.path.join(out_dir, 'build.json')),
+               build=read_json(os.path.join(out_dir, 'build_cuda.json')),
+               build_cpu_ops=read_json(os.path.join(out_dir, 'build_cpu.json')),
                tests=pytest_results(os.path.join(out_dir, 'logs', 'tests.log')),
                benchmark=bench_rows(out_dir),
                hidden_imports=None if hidden is None else [
@@ -349,13 +350,14 @@ def markdown(rep):
               for s in rep['steps']]
     if rep['problems']:
         lines += ['', 'Problems: ' + '; '.join(rep['problems'])]
-    build = rep['build']
-    if build:
-        lines += ['', '## mmcv build', '', f"`TORCH_CUDA_ARCH_LIST={build.get('arch')}` "
-                  f"`MAX_JOBS={build.get('jobs')}`; {build.get('compat') or 'no compatibility edit'}."]
-        if build.get('first_error'):
-            lines += [f"First failing object: `{build['failed_object']}`", '', '```',
-                      *build['errors'], '```']
+    for title, build in (('mmcv build', rep['build']),
+                         ('mmcv build, CPU ops only (the fallback)', rep['build_cpu_ops'])):
+        if build:
+            lines += ['', f'## {title}', '', f"`TORCH_CUDA_ARCH_LIST={build['arch']}` "
+                      f"`MAX_JOBS={build['jobs']}`; {build['compat']}."]
+            if build['first_error']:
+                lines += ['', f"First failing object: `{build['failed_object']}`", '', '```',
+                          *build['errors'], '```']
     tests = rep['tests']
     if tests:
         lines += ['', '## pytest -m cuda', '', ', '.join(f'{n} {k}' for k, n in
