@@ -23,6 +23,7 @@ BUDGET=${GPU_CHECK_BUDGET_S:-$( ((DRY)) && echo 900 || echo 540)}
 DEADLINE=$(( $(date +%s) + BUDGET ))
 cd "$REPO"
 trap 'rm -rf "$WORK"' EXIT
+trap 'exit 143' TERM INT  # so that a stopped run removes its venv too
 # the carried pip (its vendored packaging serves kit.py too); the dry run can do without
 export PIP_WHL=$(ls "$WHEELS"/pip-*.whl 2>/dev/null | head -1)
 [[ -n $PIP_WHL || $DRY == 1 ]] \
