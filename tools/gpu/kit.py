@@ -25,6 +25,9 @@ import zipfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 # What the GPU machine is taken to have (with their dependencies): the dry run hides the rest.
 PROVIDED_ROOTS = ('torch', 'torchvision', 'numpy', 'pillow', 'onnx', 'onnxruntime')
+# Host distributions that provide a carried one's modules: the dry run without gpu_wheels/ uses
+# them (with the wheels, the venv's own copy comes first on sys.path).
+STANDS_IN = {'opencv-python': 'opencv-python-headless'}
 
 
 def normalize(name: str) -> str:
@@ -110,7 +113,9 @@ def shadow_site(sites, shadow):
     dists = {}
     for dist in metadata.distributions(path=sites):
         dists.setdefault(normalize(dist.metadata['Name']), dist)
-    allowed, todo = carried_names() & dists.keys(), [r for r in PROVIDED_ROOTS if r in dists]
+    carried = carried_names()
+    allowed = {n for n in dists if n in carried or STANDS_IN.get(n) in carried}
+    todo = [r for r in PROVIDED_ROOTS if r in dists]
     while todo:  # PROVIDED_ROOTS and their dependencies
         name = todo.pop()
         allowed.add(name)
