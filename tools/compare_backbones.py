@@ -6,6 +6,8 @@
         [--classes A B] [--split-seed 0] [--val-ratio 0.2] [--quick]
         [--precision fp32|bf16|fp16] [--backends pytorch onnxruntime openvino]
         [--seeds 1] [--seed 0] [--bootstrap 1000] [--retime]
+        [--parallel K] [--gpus-per-run N]
+        [--launcher slurm [--partition P] [--time HH:MM:SS] [--slurm-args "..."] [--no-wait]]
 
 DATA is a dataset folder in Pascal VOC (Annotations/*.xml + JPEGImages/, optional
 ImageSets/Main/*.txt), COCO (annotations/*.json + images) or YOLO-txt layout (images/ + labels/,
@@ -19,12 +21,16 @@ interruption: finished runs are skipped, an unfinished one resumes from its last
 more --backends, finished runs are only timed in the new ones; with more --seeds, only the new
 seeds are trained. Every mAP gets a 95 % bootstrap interval over the test images, the runs are
 timed side by side after all training (--retime: again), and compare.md opens with the verdict of
-which differences are outside the noise. See the package
+which differences are outside the noise. --parallel trains K runs at once on disjoint cores or GPUs,
+--gpus-per-run N trains each with N processes (torchrun; on CPU N gloo processes), --launcher
+slurm submits each run as a Slurm job (README "On a cluster"); the runs are timed together where
+the command runs, after all training. See the package
 mmlightbb/analysis/comparison/ (plan.py, runs.py, job.py) and mmlightbb/analysis/detector_configs.py
 (the schedules).
 """
 import argparse
 import os
+import shlex
 import sys
 
 HEADS = ('yolox', 'cascade')
@@ -99,6 +105,26 @@ def parse_args(argv=None):
     parser.add_argument('--retime', action='store_true',
                         help='time every finished run side by side again (after any training; '
                         'nothing is retrained)')
+    parser.add_argument('--parallel', type=int, default=1, metavar='K',
+                        help='train K runs at once on this machine, each on its own cores (CPU) '
+                        'or GPUs (default 1: one after another in this process)')
+    parser.add_argument('--gpus-per-run', type=int, default=1, metavar='N',
+                        help='train each run with N processes, one per GPU (torchrun, or srun '
+                        'under --launcher slurm; on CPU N gloo processes); default 1')
+    parser.add_argument('--launcher', default='local', metavar='{local,slurm}',
+                        help='local (default) or slurm: one Slurm job per unfinished run '
+                        '(sbatch), followed until all have ended; the same command again '
+                        'collects, resubmits failed or cancelled runs (they resume) and never '
+                        'submits a run twice while its job is pending or running')
+    parser.add_argument('--partition', help='Slurm partition of the jobs (default: the '
+                        "cluster's default)")
+    parser.add_argument('--time', dest='time_limit', metavar='HH:MM:SS',
+                        help='Slurm time limit of each job')
+    parser.add_argument('--slurm-args', default='', metavar='"ARGS"',
+                        help='more sbatch options for every job, e.g. "--account=A --qos=Q"')
+    parser.add_argument('--no-wait', action='store_true',
+                        help='with --launcher slurm: submit and return; run the same command '
+                        'again to follow the jobs and write the report')
     parser.add_argument('--quick', action='store_true',
                         help='a preset for a 2-core CPU: size <= 160, 4 epochs (at least 120 '
                         'iterations), the small archs and baselines')
@@ -131,7 +157,10 @@ def main(argv=None):
             val_ratio=args.val_ratio, classes=args.classes, quick=args.quick,
             epochs_by_head=epochs_by_head, bench_iters=args.bench_iters,
             precision=args.precision, backends=args.backends, seeds=args.seeds, seed=args.seed,
-            bootstrap=args.bootstrap, retime=args.retime)
+            bootstrap=args.bootstrap, retime=args.retime, launcher=args.launcher,
+            parallel=args.parallel, gpus_per_run=args.gpus_per_run, partition=args.partition,
+            time_limit=args.time_limit, slurm_args=shlex.split(args.slurm_args),
+            wait=not args.no_wait)
         compare_backbones(args.data, args.out, settings)
     except (ComparisonError, ConfigError, DatasetError, RunFailures) as err:
         raise SystemExit(f'error: {err}') from None

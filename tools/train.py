@@ -9,20 +9,18 @@ Checkpoints are written atomically, ``--resume`` skips a dangling ``last_checkpo
 loss stops the run with one ``error:`` line, and ``--launcher pytorch`` also runs on CPU (gloo).
 """
 import argparse
-import datetime
 import logging
 
 import torch
 from mmengine.config import Config
 from mmengine.logging import print_log
-from mmengine.registry import MODEL_WRAPPERS
-from torch.nn.parallel import DistributedDataParallel
 
 import mmlightbb  # noqa: F401  (registers backbones, datasets, hooks, loops and the runner)
 from mmlightbb.datasets.sonar import UnreadableImageError
 from mmlightbb.engine import (CheckpointFormatError, NonFiniteLossError, UnsafeCheckpointError,
                               find_resume_checkpoint, raise_if_weights_nonfinite)
 from mmlightbb.engine.config import add_runner_args, config_from_args
+from mmlightbb.engine.distributed import setup_cpu_distributed
 from mmlightbb.engine.precision import resolve_precision
 from mmlightbb.engine.runner import build_runner
 from mmlightbb.models.neck_check import ChannelMismatchError
@@ -79,36 +77,6 @@ def set_amp(cfg: Config) -> str:
         cfg.optim_wrapper.pop(key, None)
     print_log(f'--amp: training with {note}', logger='current')
     return precision
-
-
-def setup_cpu_distributed(cfg: Config) -> None:
-    """Let ``--launcher pytorch`` train on machines without CUDA (gloo, DDP on CPU).
-
-    mmengine 0.10.7 assumes one GPU per process: its ``init_dist`` calls ``torch.cuda.set_device``
-    (an AttributeError on CPU builds of torch) and DDP gets ``device_ids=[LOCAL_RANK]``. Without
-    CUDA the gloo process group is started here (the Runner skips ``init_dist`` when one exists),
-    DDP gets ``device_ids=None`` (CPU modules), and ``sync_bn`` is dropped: torch's and mmcv's
-    SyncBatchNorm only run on GPUs, so each process normalizes its own batch instead.
-    """
-    if cfg.launcher == 'none' or torch.cuda.is_available():
-        return
-    if cfg.launcher != 'pytorch':
-        raise SystemExit(f'error: --launcher {cfg.launcher} needs CUDA; without it use '
-                         '--launcher pytorch (tools/dist_train.sh), which trains over gloo on CPU')
-    timeout = cfg.get('env_cfg', {}).get('dist_cfg', {}).get('timeout')  # seconds, as mmengine
-    kwargs = {} if timeout is None else dict(timeout=datetime.timedelta(seconds=timeout))
-    torch.distributed.init_process_group(backend='gloo', **kwargs)
-    wrapper_cfg = dict(type='MMDistributedDataParallel', broadcast_buffers=False,
-                       find_unused_parameters=cfg.get('find_unused_parameters', False))
-    wrapper_cfg.update(cfg.get('model_wrapper_cfg') or {})
-    if issubclass(MODEL_WRAPPERS.get(wrapper_cfg['type']), DistributedDataParallel):
-        wrapper_cfg['device_ids'] = None
-    cfg.model_wrapper_cfg = wrapper_cfg
-    if cfg.get('sync_bn') is not None:
-        if torch.distributed.get_rank() == 0:
-            print_log(f"sync_bn={cfg.sync_bn!r} needs GPUs; training on CPU with per-process "
-                      'BatchNorm statistics', logger='current', level=logging.WARNING)
-        cfg.sync_bn = None
 
 
 def main():

@@ -20,6 +20,7 @@ from .plan import (DEFAULT, FEW_ITERS, QUICK, RUN_INFO, TEST_METRICS, Comparison
                    seed_dir_name, settings_diff, test_input_shape)
 from .runs import (Clock, atomic_json, fmt_map, last_line, time_backends_of_finished_run,
                    train_test_benchmark)
+from .launchers import make_launcher
 from .settings import ComparisonSettings
 from .testset import bootstrap_is_current, write_bootstrap
 from .timing import TIMING, entry_key, time_side_by_side
@@ -178,12 +179,13 @@ def _compare(data: str, out_dir: str, s: ComparisonSettings, threads: int, preci
             jobs.append(job)
 
     num_workers = 0 if s.device == 'cpu' else min(4, os.cpu_count() or 1)
-    failures, trained_here, added = [], [], []
+    failures, trained_here, added, elsewhere = [], [], [], []
     for i, job in enumerate(jobs, 1):
         run_dir, settings = job['dir'], job['settings']
-        prefix = f"[{i}/{len(jobs)}] {job['name']}" + (f" seed {job['seed']}"
-                                                       if len(seeds) > 1 else '')
+        job['prefix'] = prefix = f"[{i}/{len(jobs)}] {job['name']}" + (
+            f" seed {job['seed']}" if len(seeds) > 1 else '')
         info_path = osp.join(run_dir, RUN_INFO)
+        untimed = []
         if job['state'] == 'done':
             m = read_json(osp.join(run_dir, TEST_METRICS)) or {}
             b = read_json(osp.join(run_dir, BENCHMARK)) or {}
@@ -196,13 +198,16 @@ def _compare(data: str, out_dir: str, s: ComparisonSettings, threads: int, preci
                          if untimed else ''))
             if not untimed:
                 continue
+        elif job['state'] == 'tested':  # trained and tested elsewhere, timed here
+            untimed = job['benches']
         os.makedirs(run_dir, exist_ok=True)
         if osp.isfile(osp.join(run_dir, 'error.log')):
             os.remove(osp.join(run_dir, 'error.log'))  # of an earlier failed attempt
         try:
-            if job['state'] == 'done':
+            if untimed:
                 time_backends_of_finished_run(job, run_dir, untimed, clock, prefix)
-                added += [f"{job['name']} {bench.backend}" for bench in untimed]
+                added += [f"{job['name']} {bench.backend}" for bench in untimed
+                          if job['state'] == 'done']
                 continue
             cfg = dc.build_config(job['head'], job['family'], job['arch'], summary, run_dir,
                                   epochs_by_head[job['head']], size, s.batch_size,
@@ -214,6 +219,9 @@ def _compare(data: str, out_dir: str, s: ComparisonSettings, threads: int, preci
                              arch=job['arch'], backbone=f"{job['family']}:{job['arch']}",
                              seed=job['seed'], checkpoint=job['checkpoint'], config=config_path,
                              dataset=summary['root'], settings=settings), info_path)
+            if not s.in_process:  # trained by the launcher below, all together
+                elsewhere.append(job)
+                continue
             later = [(j['head'], epochs_by_head[j['head']]) for j in jobs[i:]
                      if j['state'] != 'done']
             train_test_benchmark(cfg, job, run_dir, job['benches'], precision, clock, prefix,
@@ -222,12 +230,33 @@ def _compare(data: str, out_dir: str, s: ComparisonSettings, threads: int, preci
         except (KeyboardInterrupt, SystemExit, ComparisonError, DatasetError, dc.ConfigError):
             raise
         except Exception as err:  # one broken run must not cost the others
-            msg = last_line(err)
-            with open(osp.join(run_dir, 'error.log'), 'w') as f:
-                f.write(traceback.format_exc())
-            failures.append(f"{job['name']}: {msg}")
-            job['failed'] = True
-            clock.log(f'{prefix}: FAILED: {msg} (traceback in {run_dir}/error.log); going on')
+            _fail(job, err, failures, clock)
+
+    if elsewhere:
+        launcher = make_launcher(s)
+        clock.log(f'training {len(elsewhere)} runs {_where(s)}')
+        failures += launcher.train(elsewhere, clock.log)
+        waiting = [j for j in elsewhere if j.get('slurm_state')]
+        if waiting:
+            clock.log(f"{len(waiting)} runs submitted to Slurm "
+                      f"({', '.join(j['name'] + ' ' + j['slurm_state'] for j in waiting)}); run "
+                      'the same command again to follow them and, once every run has finished, '
+                      'time them and write the report')
+            return dict(report=None, runs=jobs, data=summary, size=size, failures=failures,
+                        submitted=[j['name'] for j in waiting])
+        for job in elsewhere:  # every run timed here, after all training (see timing below)
+            if job.get('failed'):
+                continue
+            if run_state(job['dir']) != 'tested':  # the worker ended without an error line
+                _fail(job, RuntimeError(f"no {TEST_METRICS} after training; see "
+                                        f"{job['dir']}"), failures, clock)
+                continue
+            try:
+                time_backends_of_finished_run(job, job['dir'], job['benches'], clock,
+                                              job['prefix'])
+                trained_here.append(job)
+            except Exception as err:
+                _fail(job, err, failures, clock)
 
     _bootstrap(jobs, s.bootstrap, summary, clock)
     changed = any(j['first'] for j in trained_here) or bool(added)  # a new seed: same timing
@@ -256,6 +285,25 @@ def _compare(data: str, out_dir: str, s: ComparisonSettings, threads: int, preci
                           f'the report in {report} has the others. Run the command again to retry '
                           'them (finished runs are kept)')
     return out
+
+
+def _fail(job: dict, err: BaseException, failures: List[str], clock: Clock):
+    """Record a run that failed here: its traceback in ``error.log``, one line in the log."""
+    msg = last_line(err)
+    with open(osp.join(job['dir'], 'error.log'), 'w') as f:
+        f.write(''.join(traceback.format_exception(err)))
+    failures.append(f"{job['name']}: {msg}")
+    job['failed'] = True
+    clock.log(f"{job['prefix']}: FAILED: {msg} (traceback in {job['dir']}/error.log); going on")
+
+
+def _where(s: ComparisonSettings) -> str:
+    per_run = (f', {s.gpus_per_run} {"GPUs" if s.device == "cuda" else "processes"} each'
+               if s.gpus_per_run > 1 else '')
+    if s.launcher == 'slurm':
+        return (f"as Slurm jobs (partition {s.partition or 'default'}{per_run}); timing and "
+                'report here')
+    return f'on this machine, {s.parallel} at a time{per_run}'
 
 
 def _bootstrap(jobs: List[dict], resamples: int, summary: dict, clock: Clock):

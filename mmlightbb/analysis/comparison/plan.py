@@ -181,9 +181,10 @@ def settings_diff(old: dict, new: dict) -> str:
 
 
 def run_state(run_dir: str) -> str:
-    """'done' (test metrics and benchmark saved), 'started' (a checkpoint or files) or 'new'."""
-    if osp.isfile(osp.join(run_dir, TEST_METRICS)) and osp.isfile(osp.join(run_dir, BENCHMARK)):
-        return 'done'
+    """'done' (test metrics and benchmark saved), 'tested' (test metrics only: trained and
+    tested by a launcher, not timed yet), 'started' (a checkpoint or files) or 'new'."""
+    if osp.isfile(osp.join(run_dir, TEST_METRICS)):
+        return 'done' if osp.isfile(osp.join(run_dir, BENCHMARK)) else 'tested'
     if osp.isdir(run_dir) and any(f.endswith('.pth') for f in os.listdir(run_dir)):
         return 'started'
     return 'new'

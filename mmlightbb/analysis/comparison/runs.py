@@ -12,6 +12,7 @@ from mmengine.config import Config
 from mmengine.hooks import Hook
 
 from ...engine import find_resume_checkpoint, last_complete_checkpoint, raise_if_weights_nonfinite
+from ...engine.distributed import setup_cpu_distributed
 from ...engine.fileio import atomic_write
 from ...engine.precision import use_autocast_test_loop
 from ...engine.runner import build_runner
@@ -89,12 +90,11 @@ def progress_hook(clock: Clock, prefix: str, head: str, later: Sequence[Tuple[st
 
 
 # ------------------------------------------------------------------------------- one run
-def train_test_benchmark(cfg, run: dict, run_dir: str, benches: list, precision: str,
-                         clock: Clock, prefix: str, later: Sequence[Tuple[str, int]],
-                         num_classes: int):
-    """Train (or resume), test in ``precision`` (every test image's detections saved,
-    :func:`.testset.detections_hook`), then :func:`time_backends` with ``benches``
-    (BenchmarkSettings, PyTorch first) on the trained model."""
+def train_run(cfg, run: dict, run_dir: str, precision: str, clock: Clock, prefix: str,
+              later: Sequence[Tuple[str, int]] = ()):
+    """Train ``cfg`` (or resume it from the last complete checkpoint in ``run_dir``) with the
+    progress lines; returns the Runner (its test loop in ``precision``). ``cfg.launcher``
+    other than 'none': this is one process of a distributed training."""
     resume_from = find_resume_checkpoint(run_dir) if osp.isdir(run_dir) else None
     # no file name: the Runner's own copy of the config (with this session's resume state) goes to
     # <run_dir>/<timestamp>.py, not over mmdet's base config name or <run>.py
@@ -103,13 +103,13 @@ def train_test_benchmark(cfg, run: dict, run_dir: str, benches: list, precision:
     cfg.load_from = resume_from
     # here, not in <run>.py: tools/test.py on that config tests in fp32 unless told otherwise
     use_autocast_test_loop(cfg, precision)
+    setup_cpu_distributed(cfg)
     epochs = cfg.train_cfg.max_epochs
     if resume_from:
         clock.log(f'{prefix}: resuming from {osp.relpath(resume_from, osp.dirname(run_dir))}')
     else:
         clock.log(f'{prefix}: training {epochs_text(epochs)} from scratch'
                   + (f" (backbone weights {run['checkpoint']})" if run['checkpoint'] else ''))
-    t0 = time.perf_counter()
     runner = build_runner(cfg)
     runner.register_hook(progress_hook(clock, prefix, run['head'], later))
     try:
@@ -117,13 +117,31 @@ def train_test_benchmark(cfg, run: dict, run_dir: str, benches: list, precision:
     except Exception as err:  # name the cause when a head failed on NaN weights
         raise_if_weights_nonfinite(runner, err)
         raise
-    trained = runner.epoch
+    return runner
+
+
+def test_run(runner, run_dir: str, precision: str, num_classes: int, clock: Clock,
+             prefix: str) -> dict:
+    """Test the trained ``runner`` (every test image's detections saved,
+    :func:`.testset.detections_hook`); writes and returns ``test_metrics.json``."""
     runner.register_hook(detections_hook(osp.join(run_dir, DETECTIONS), num_classes))
     metrics = runner.test()
     metrics = {k: (float(v) if isinstance(v, (int, float)) else v) for k, v in metrics.items()}
     atomic_json(metrics, osp.join(run_dir, TEST_METRICS))
     voc, coco = metrics.get('pascal_voc/mAP'), metrics.get('coco/bbox_mAP')
     clock.log(f'{prefix}: test VOC mAP50 {fmt_map(voc)}, COCO mAP {fmt_map(coco)} ({precision})')
+    return metrics
+
+
+def train_test_benchmark(cfg, run: dict, run_dir: str, benches: list, precision: str,
+                         clock: Clock, prefix: str, later: Sequence[Tuple[str, int]],
+                         num_classes: int):
+    """:func:`train_run`, :func:`test_run`, then :func:`time_backends` with ``benches``
+    (BenchmarkSettings, PyTorch first) on the trained model, in this process."""
+    t0 = time.perf_counter()
+    runner = train_run(cfg, run, run_dir, precision, clock, prefix, later)
+    trained = runner.epoch
+    test_run(runner, run_dir, precision, num_classes, clock, prefix)
     model = getattr(runner.model, 'module', runner.model)
     source = dict(config=osp.join(run_dir, run['name'] + '.py'),
                   checkpoint=osp.join(run_dir, f'epoch_{trained}.pth'))

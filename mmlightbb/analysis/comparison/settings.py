@@ -1,5 +1,7 @@
 """What a comparison runs and measures: :class:`ComparisonSettings`, validated once when made."""
 import dataclasses
+import os
+import re
 from typing import Dict, Optional, Tuple
 
 import torch
@@ -7,6 +9,9 @@ import torch
 from .. import detector_configs as dc
 from ..uncertainty import RESAMPLES
 from .plan import ComparisonError
+
+LAUNCHERS = ('local', 'slurm')
+CPUS = len(os.sched_getaffinity(0))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -18,7 +23,11 @@ class ComparisonSettings:
     every mmlightbb family and each head's baseline (``quick``: the small ones). ``seeds``
     trains every run with seeds ``seed`` .. ``seed + seeds - 1``; ``bootstrap`` is the number of
     resamples of the test images behind each mAP interval; ``retime`` times every finished run
-    side by side again. ``device`` None: CUDA when there is one. Making one raises
+    side by side again. ``device`` None: CUDA when there is one. Where the runs train
+(:mod:`.launchers`): ``launcher`` 'local' (this machine) or 'slurm' (one Slurm job per run on
+``partition``, ``time_limit`` HH:MM:SS, extra ``slurm_args`` for sbatch; ``wait`` False submits
+and returns); ``parallel`` K runs at once on disjoint cores or GPUs (local); ``gpus_per_run`` N
+processes per run (torchrun locally, srun on Slurm; on CPU N gloo processes). Making one raises
     :class:`~.plan.ComparisonError` with one line naming the flag and the fix.
     """
     heads: Tuple[str, ...] = dc.HEADS
@@ -42,6 +51,13 @@ class ComparisonSettings:
     backends: Tuple[str, ...] = ('pytorch', )
     bootstrap: int = RESAMPLES
     retime: bool = False
+    launcher: str = 'local'
+    parallel: int = 1
+    gpus_per_run: int = 1
+    partition: Optional[str] = None
+    time_limit: Optional[str] = None
+    slurm_args: Tuple[str, ...] = ()
+    wait: bool = True
 
     def __post_init__(self):
         for name in ('heads', 'backbones', 'classes', 'backends'):
@@ -52,7 +68,9 @@ class ComparisonSettings:
                                  ('--bench-iters', self.bench_iters, 1),
                                  ('--epochs', self.epochs, 1), ('--size', self.size, 32),
                                  ('--threads', self.threads, 1), ('--seeds', self.seeds, 1),
-                                 ('--seed', self.seed, 0), ('--bootstrap', self.bootstrap, 100)):
+                                 ('--seed', self.seed, 0), ('--bootstrap', self.bootstrap, 100),
+                                 ('--parallel', self.parallel, 1),
+                                 ('--gpus-per-run', self.gpus_per_run, 1)):
             if value is not None and (not isinstance(value, int) or isinstance(value, bool)
                                       or value < low):
                 raise ComparisonError(f'{flag} must be an integer >= {low}, got {value!r}')
@@ -71,6 +89,42 @@ class ComparisonSettings:
             raise ComparisonError('--device cpu on a machine with a GPU: start the command with '
                                   "CUDA_VISIBLE_DEVICES='' (tools/compare_backbones.py does this)")
         object.__setattr__(self, 'device', device)
+        self._check_launcher()
+
+    def _check_launcher(self):
+        object.__setattr__(self, 'slurm_args', tuple(self.slurm_args))
+        if self.launcher not in LAUNCHERS:
+            raise ComparisonError(f'--launcher must be one of {list(LAUNCHERS)}, got '
+                                  f'{self.launcher!r}')
+        slurm_only = [flag for flag, value in (('--partition', self.partition),
+                                               ('--time', self.time_limit),
+                                               ('--slurm-args', self.slurm_args),
+                                               ('--no-wait', not self.wait)) if value]
+        if self.launcher != 'slurm' and slurm_only:
+            raise ComparisonError(f'{slurm_only[0]} is an option of --launcher slurm; add '
+                                  '--launcher slurm or drop it')
+        if self.launcher == 'slurm' and self.parallel > 1:
+            raise ComparisonError('--parallel is for --launcher local (Slurm runs every job it '
+                                  'can at once); drop --parallel')
+        if self.time_limit is not None and not re.fullmatch(
+                r'(\d+-)?\d{1,2}(:\d{2}){0,2}', self.time_limit):
+            raise ComparisonError(f'--time {self.time_limit!r}: use Slurm\'s format, e.g. '
+                                  '12:00:00 or 1-00:00:00')
+        if self.device == 'cuda' and self.launcher == 'local':
+            need, have = self.parallel * self.gpus_per_run, torch.cuda.device_count()
+            if need > have:
+                raise ComparisonError(f'--parallel {self.parallel} x --gpus-per-run '
+                                      f'{self.gpus_per_run} needs {need} GPUs, this machine has '
+                                      f'{have}; lower one of them')
+        elif self.launcher == 'local' and self.parallel * self.gpus_per_run > CPUS:
+            raise ComparisonError(f'--parallel {self.parallel} x --gpus-per-run '
+                                  f'{self.gpus_per_run} processes need as many cores, this '
+                                  f'machine gives {CPUS}; lower one of them')
+
+    @property
+    def in_process(self) -> bool:
+        """Whether the runs train one after another in this process (the default)."""
+        return self.launcher == 'local' and self.parallel == 1 and self.gpus_per_run == 1
 
     @property
     def seed_list(self) -> Tuple[int, ...]:
