@@ -69,6 +69,7 @@ def assert_same_runs(out, reference):
     assert osp.isfile(osp.join(out, 'report', 'compare.md'))
 
 
+@pytest.mark.slow
 def test_two_runs_at_once_train_as_one_after_another(voc, sequential, tmp_path):
     out, lines = str(tmp_path / 'cmp'), []
     compare_backbones(voc, out, log=lines.append, parallel=2, **KW)
