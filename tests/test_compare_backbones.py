@@ -16,8 +16,10 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
+from mmlightbb.analysis.uncertainty import load_detections
 from mmlightbb.engine.precision import cpu_bf16_support
 
 from helpers import REPO, load_tool, main_table, make_samples, write_coco, write_voc, write_yolo
@@ -136,6 +138,7 @@ def test_a_backend_added_to_a_finished_run_is_timed_without_training(voc_one_cla
     run_dir = osp.join(out, 'yolox_fasternet_t0')
     with open(osp.join(run_dir, 'last_checkpoint'), 'w') as f:  # mmengine's absolute pointer
         f.write(osp.join(run_dir, 'epoch_1.pth'))
+    with_every_box(run_dir)
     info = json.load(open(osp.join(run_dir, 'run.json')))
     del info['settings']['precision']  # as written before --precision
     json.dump(info, open(osp.join(run_dir, 'run.json'), 'w'))
@@ -165,7 +168,19 @@ def test_a_backend_added_to_a_finished_run_is_timed_without_training(voc_one_cla
     assert 'fps' not in note and "pip install openvino" in note['note']
     rows = {r['backend']: r for r in res['result']['rows']}
     assert list(rows) == ['pytorch', 'onnxruntime', 'openvino']
-    assert rows['onnxruntime']['map'] == rows['pytorch']['map'] is not None  # tested in fp32
+    # the runtime row's mAP is its own test's: the exported detector run in ONNX Runtime
+    own = json.load(open(osp.join(run_dir, 'test_metrics-onnxruntime-fp32.json')))
+    assert rows['onnxruntime']['map'] == own['pascal_voc/mAP']
+    assert rows['onnxruntime']['map_source'] == 'test_metrics-onnxruntime-fp32.json'
+    assert rows['onnxruntime']['map_pytorch'] == rows['pytorch']['map'] is not None
+    assert 'test in onnxruntime fp32: VOC mAP50' in text
+    # its detections, image by image, are PyTorch's (the same fp32 graph): the best box of each
+    torch_dets, ort_dets = (load_detections(osp.join(run_dir, name)) for name in
+                            ('detections.npz', 'detections-onnxruntime-fp32.npz'))
+    assert np.array_equal(torch_dets['img_ids'], ort_dets['img_ids'])
+    assert_same_best_boxes(torch_dets, ort_dets)
+    assert osp.isfile(osp.join(run_dir, 'bootstrap-onnxruntime-fp32.json'))
+    assert rows['onnxruntime']['map_interval'] is not None
     assert rows['openvino']['fps'] is None and rows['openvino']['pareto'] is None
     table = open(osp.join(out, 'report', 'compare.md')).read()
     assert '| onnxruntime | fp32 |' in table and 'Fastest timed deployment per run:' in table
@@ -178,6 +193,101 @@ def test_a_backend_added_to_a_finished_run_is_timed_without_training(voc_one_cla
     assert 'training 1 epochs' not in text
     assert os.stat(osp.join(run_dir, 'benchmark-onnxruntime-fp32.json')).st_mtime_ns == ort_mtime
     assert json.load(open(osp.join(run_dir, 'benchmark-openvino-fp32.json')))['fps'] > 0
+
+
+def with_every_box(run_dir):
+    """Test the finished tiny run again keeping every box (score_thr 0): after its one epoch
+    no box scores above the config's 0.01, and the runtime tests compare boxes."""
+    from mmlightbb.analysis.comparison.worker import run_stage
+    name = osp.basename(run_dir)
+    with open(osp.join(run_dir, name + '.py'), 'a') as f:
+        f.write("\nmodel['test_cfg']['score_thr'] = 0.0\n")
+    run_stage(run_dir, 'test')
+
+
+def best_boxes(dets):
+    """{image index: (box, score)} of the highest-scoring detection of each image."""
+    best = {}
+    for img, box, score in zip(dets['det_img'], dets['boxes'], dets['scores']):
+        if img not in best or score > best[img][1]:
+            best[int(img)] = (box, float(score))
+    return best
+
+
+def assert_same_best_boxes(a, b, shift=0, atol=0.5):
+    """The best box of each image of detections ``a``, moved by ``shift`` px, is that of ``b``."""
+    best_a, best_b = best_boxes(a), best_boxes(b)
+    assert best_a.keys() == best_b.keys() and best_a
+    for img, (box, score) in best_a.items():
+        assert np.allclose(box + shift, best_b[img][0], atol=atol), (img, box, best_b[img][0])
+        assert abs(score - best_b[img][1]) < 1e-3
+
+
+@pytest.mark.slow
+def test_a_broken_export_is_caught_by_the_runtimes_own_test(voc_one_class, voc_finished,
+                                                           tmp_path, monkeypatch):
+    """An export whose graph differs from the model (every box moved 16 px) is what the
+    runtime row is tested on: its detections are the moved ones, not PyTorch's."""
+    pytest.importorskip('onnxruntime')
+    import torch
+    from torch import nn
+
+    from mmlightbb.analysis.comparison import compare_backbones, runs
+    from mmlightbb.analysis.export import export_model, prepare_with_nms
+
+    class Moved(nn.Module):
+        def __init__(self, detector):
+            super().__init__()
+            self.detector = detector
+
+        def forward(self, x):
+            dets, labels = self.detector(x)
+            return torch.cat([dets[:, :4] + 16, dets[:, 4:]], 1), labels
+
+    def broken_export(detector, shape, path, fmt):
+        module = Moved(prepare_with_nms(detector, shape))
+        x = torch.randn(1, 3, *shape)
+        export_model(module, x, path, fmt)
+        return module, x
+
+    out = str(tmp_path / 'cmp')
+    shutil.copytree(voc_finished[0], out)
+    run_dir = osp.join(out, 'yolox_fasternet_t0')
+    with open(osp.join(run_dir, 'last_checkpoint'), 'w') as f:
+        f.write(osp.join(run_dir, 'epoch_1.pth'))
+    with_every_box(run_dir)
+    monkeypatch.setattr(runs, 'export_with_nms', broken_export)
+    compare_backbones(voc_one_class, out, heads=['yolox'], backends=['pytorch', 'onnxruntime'],
+                      epochs=1, backbones=['fasternet:t0'], size=64, batch_size=2,
+                      bench_iters=1, threads=1, log=lambda line: None)
+    torch_dets, ort_dets = (load_detections(osp.join(run_dir, name)) for name in
+                            ('detections.npz', 'detections-onnxruntime-fp32.npz'))
+    # the runtime's test saw the moved boxes: the best box of each image is PyTorch's + 16
+    with pytest.raises(AssertionError):
+        assert_same_best_boxes(torch_dets, ort_dets)
+    assert_same_best_boxes(torch_dets, ort_dets, shift=16)
+
+
+def test_the_runtime_rows_own_test_gives_its_map_interval_and_difference(tmp_path):
+    """compare.load_rows: a runtime row with test_metrics-<backend>-<precision>.json takes its
+    mAP, COCO mAP and bootstrap interval from there and notes the difference to PyTorch's."""
+    from mmlightbb.analysis.compare import load_rows
+    run = tmp_path / 'run'
+    (run / '20261204_000000').mkdir(parents=True)
+    json.dump({'pascal_voc/mAP': 0.5, 'coco/bbox_mAP': 0.3},
+              open(run / '20261204_000000' / '20261204_000000.json', 'w'))
+    json.dump({'pascal_voc/mAP': 0.0, 'coco/bbox_mAP': 0.0},
+              open(run / 'test_metrics-onnxruntime-fp32.json', 'w'))
+    boot = dict(resamples=100, images=2, level=0.95, images_key='k',
+                **{'pascal_voc/mAP': dict(interval=[0.0, 0.0], samples=[0.0] * 100)})
+    json.dump(boot, open(run / 'bootstrap-onnxruntime-fp32.json', 'w'))
+    bench = dict(settings=dict(backend='onnxruntime', precision='fp32'), note='not timed')
+    json.dump(bench, open(run / 'benchmark-onnxruntime-fp32.json', 'w'))
+    rows = {r['backend']: r for r in load_rows(str(run))}
+    ort = rows['onnxruntime']
+    assert (ort['map'], ort['coco_map'], ort['map_pytorch']) == (0.0, 0.0, 0.5)
+    assert ort['map_interval'] == [0.0, 0.0]
+    assert 'mAP measured in onnxruntime fp32: 0.0000, -0.5000 vs PyTorch fp32' in ort['notes']
 
 
 @pytest.mark.slow

@@ -115,9 +115,18 @@ def pick_metric(metrics: Optional[dict], metric: Optional[str] = None
     return None, None
 
 
+def variant_file(name: str, backend: str, precision: str) -> str:
+    """``name`` for PyTorch, ``<stem>-<backend>-<precision><ext>`` for a runtime: the files of a
+    runtime row (its benchmark, and the test, detections and bootstrap measured in it)."""
+    if backend == 'pytorch':
+        return name
+    stem, ext = osp.splitext(name)
+    return f'{stem}-{backend}-{precision}{ext}'
+
+
 def benchmark_file_name(backend: str, precision: str) -> str:
     """``benchmark.json`` for PyTorch, ``benchmark-<backend>-<precision>.json`` for a runtime."""
-    return BENCHMARK if backend == 'pytorch' else f'benchmark-{backend}-{precision}.json'
+    return variant_file(BENCHMARK, backend, precision)
 
 
 def find_benchmarks(run_dir: str) -> List[str]:
@@ -173,7 +182,7 @@ def load_rows(run_dir: str, name: Optional[str] = None, metric: Optional[str] = 
                    backbone_params=None, backbone_macs=None, deploy=None, input=None,
                    threads=None, device=None, cpu=None, torch=None, seed=info.get('seed'),
                    fps_iqr=None, fps_source=None, latency_samples=None, paired_timing=None,
-                   classes=(info.get('settings') or {}).get('classes'),
+                   map_pytorch=None, classes=(info.get('settings') or {}).get('classes'),
                    **boot)
         if bench is not None:
             s = bench['settings']
@@ -195,7 +204,20 @@ def load_rows(run_dir: str, name: Optional[str] = None, metric: Optional[str] = 
                 if samples and len(samples) >= 3:  # files of tools/benchmark.py hold them
                     row.update(latency_samples=samples,
                                fps_iqr=latency_stats(samples)['fps']['iqr'])
-            if tested is not None and value is not None and row['precision'] != tested:
+            own = _runtime_test(run_dir, row['backend'], row['precision'], metric)
+            if own is not None:  # tested in the runtime itself: its own mAP and interval
+                own_name, own_value, own_metrics, own_file = own
+                if value is not None and own_name == metric_name:
+                    notes.append(f"mAP measured in {row['backend']} {row['precision']}: "
+                                 f"{own_value:.4f}, {own_value - value:+.4f} vs PyTorch "
+                                 f"{tested or 'fp32'}")
+                row.update(map=own_value, metric=own_name, map_source=own_file,
+                           coco_map=_number(own_metrics.get('coco/bbox_mAP')),
+                           coco_map75=_number(own_metrics.get('coco/bbox_mAP_75')),
+                           map_pytorch=value, **_bootstrap_of(
+                               run_dir, own_name, variant_file(BOOTSTRAP, row['backend'],
+                                                               row['precision'])))
+            elif tested is not None and value is not None and row['precision'] != tested:
                 row.update(map=None, metric=None, map_source=None, coco_map=None,
                            coco_map75=None,
                            **dict.fromkeys(boot))
@@ -213,11 +235,25 @@ def _number(value) -> Optional[float]:
     return float(value) if isinstance(value, (int, float)) and value >= 0 else None
 
 
-def _bootstrap_of(run_dir: str, metric: Optional[str]) -> dict:
-    """The mAP intervals of a run's ``bootstrap.json`` (:mod:`.uncertainty`): of ``metric`` and
-    of COCO mAP, and the resampled values behind them (for paired differences); None each
+def _runtime_test(run_dir: str, backend: Optional[str], precision: Optional[str],
+                  metric: Optional[str]):
+    """(metric name, value, metrics, file) of the test measured in a runtime
+    (``test_metrics-<backend>-<precision>.json``), None for PyTorch rows and runtime rows
     without one."""
-    path = osp.join(run_dir, BOOTSTRAP)
+    if backend in (None, 'pytorch'):
+        return None
+    name = variant_file('test_metrics.json', backend, precision)
+    metrics = _read_json(osp.join(run_dir, name)) if osp.isfile(osp.join(run_dir, name)) \
+        else None
+    metric_name, value = pick_metric(metrics, metric)
+    return None if value is None else (metric_name, value, metrics, name)
+
+
+def _bootstrap_of(run_dir: str, metric: Optional[str], name: str = BOOTSTRAP) -> dict:
+    """The mAP intervals of a run's ``bootstrap.json`` (or the file ``name``;
+    :mod:`.uncertainty`): of ``metric`` and of COCO mAP, and the resampled values behind them
+    (for paired differences); None each without one."""
+    path = osp.join(run_dir, name)
     boot = _read_json(path) if osp.isfile(path) else {}
     chosen, coco = boot.get(metric) if metric else None, boot.get('coco/bbox_mAP')
     return dict(map_interval=chosen and chosen['interval'],

@@ -307,19 +307,24 @@ def _where(s: ComparisonSettings) -> str:
 
 
 def _bootstrap(jobs: List[dict], resamples: int, summary: dict, clock: Clock):
-    """Every finished run's bootstrap.json drawn ``resamples`` times (from its saved detections,
-    nothing is tested again); a run finished before detections were saved is named once."""
+    """Every finished run's bootstrap.json (and that of each runtime it was tested in) drawn
+    ``resamples`` times from its saved detections (nothing is tested again); a run finished
+    before detections were saved is named once."""
     old = []
     for job in jobs:
-        if job.get('failed') or run_state(job['dir']) != 'done' or \
-                bootstrap_is_current(job['dir'], resamples):
+        if job.get('failed') or run_state(job['dir']) != 'done':
             continue
-        try:
-            if write_bootstrap(job['dir'], resamples, summary['test']['file'],
-                               summary['classes']) is None:
-                old.append(osp.basename(job['dir']))
-        except Exception as err:  # the report goes on without this run's intervals
-            clock.log(f"{osp.basename(job['dir'])}: bootstrap FAILED: {last_line(err)}")
+        for bench in job['benches']:  # PyTorch's test, then those measured in a runtime
+            pytorch = bench.backend == 'pytorch'
+            variant = ('pytorch', 'fp32') if pytorch else (bench.backend, bench.precision)
+            if bootstrap_is_current(job['dir'], resamples, *variant):
+                continue
+            try:
+                if write_bootstrap(job['dir'], resamples, summary['test']['file'],
+                                   summary['classes'], *variant) is None and pytorch:
+                    old.append(osp.basename(job['dir']))
+            except Exception as err:  # the report goes on without this run's intervals
+                clock.log(f"{osp.basename(job['dir'])}: bootstrap FAILED: {last_line(err)}")
     if old:
         clock.log(f"note: no per-image detections in {', '.join(old)} (tested before they were "
                   'saved), so no mAP interval; delete their test_metrics.json to test them again '

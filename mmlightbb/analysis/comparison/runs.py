@@ -5,6 +5,7 @@ import gc
 import json
 import os.path as osp
 import statistics
+import tempfile
 import time
 from typing import Callable, Dict, List, Sequence, Tuple
 
@@ -17,10 +18,10 @@ from ...engine.fileio import atomic_write
 from ...engine.precision import use_autocast_test_loop
 from ...engine.runner import build_runner
 from ..benchmark import SCHEMA_VERSION, benchmark, build_detector
-from ..compare import benchmark_file_name
-from ..export import ExportError
+from ..compare import benchmark_file_name, variant_file
+from ..export import ExportError, export_with_nms, exported_predictions
 from ..uncertainty import DETECTIONS
-from .plan import TEST_METRICS, epochs_text
+from .plan import RUN_INFO, TEST_METRICS, epochs_text, read_json
 from .testset import detections_hook
 
 # a Cascade R-CNN epoch costs about this many YOLOX-s epochs on 2 CPU cores at 160 px (measured
@@ -172,8 +173,44 @@ def time_backends(model, run_dir: str, benches: list, source: dict, clock: Clock
         else:
             clock.log(f"{prefix}: {what}: {result['latency_ms']['median']:.1f} ms, "
                       f"{result['fps']:.1f} FPS")
+            if bench.backend != 'pytorch':
+                try:
+                    test_in_runtime(run_dir, source, bench, clock, prefix)
+                except Exception as err:  # the row keeps its speed and says why it has no mAP
+                    result['test_note'] = f'not tested in {what}: {last_line(err)}'
+                    clock.log(f"{prefix}: {result['test_note']}")
         atomic_json(result, osp.join(run_dir, benchmark_file_name(bench.backend,
                                                                   bench.precision)))
+
+
+def test_in_runtime(run_dir: str, source: dict, bench, clock: Clock, prefix: str) -> dict:
+    """The run's test, with mmdet's test loop and metrics, on the detections of its checkpoint
+    exported (decoding and NMS in the graph) and run in ``bench.backend`` at
+    ``bench.precision``: ``test_metrics-<backend>-<precision>.json`` and the per-image
+    detections beside it, for the runtime row's own mAP and interval."""
+    info = read_json(osp.join(run_dir, RUN_INFO))
+    cfg = Config.fromfile(source['config'])
+    cfg.launcher, cfg.resume, cfg.load_from = 'none', False, source['checkpoint']
+    cfg.work_dir = osp.join(run_dir, f'test-{bench.backend}-{bench.precision}')
+    cfg.test_dataloader.batch_size = 1  # the exported graph's batch
+    runner = build_runner(cfg)
+    model = build_detector(source['config'], source['checkpoint'])[0]
+    fmt = 'onnx' if bench.backend == 'onnxruntime' else 'openvino'
+    with tempfile.TemporaryDirectory(prefix='mmlightbb-runtime-test-') as folder:
+        path = osp.join(folder, 'detector.onnx' if fmt == 'onnx' else 'detector.xml')
+        export_with_nms(model, tuple(bench.shape), path, fmt)
+        runner.register_hook(detections_hook(
+            osp.join(run_dir, variant_file(DETECTIONS, bench.backend, bench.precision)),
+            len(info['settings']['classes'])))
+        with exported_predictions(runner.model, path, fmt, bench.threads, bench.precision):
+            metrics = runner.test()
+    metrics = {k: (float(v) if isinstance(v, (int, float)) else v) for k, v in metrics.items()}
+    atomic_json(metrics, osp.join(run_dir, variant_file(TEST_METRICS, bench.backend,
+                                                        bench.precision)))
+    clock.log(f"{prefix}: test in {bench.backend} {bench.precision}: VOC mAP50 "
+              f"{fmt_map(metrics.get('pascal_voc/mAP'))}, COCO mAP "
+              f"{fmt_map(metrics.get('coco/bbox_mAP'))}")
+    return metrics
 
 
 def time_backends_of_finished_run(run: dict, run_dir: str, benches: list, clock: Clock,

@@ -1,6 +1,7 @@
 """What a run's test leaves beside its metrics: every test image's detections
 (``detections.npz``, saved by a hook during ``runner.test()``) and the bootstrap of its mAP over
-the test images (``bootstrap.json``), made from them without testing again."""
+the test images (``bootstrap.json``), made from them without testing again; the same for a
+test measured in a runtime (``detections-<backend>-<precision>.npz``, ...)."""
 import json
 import os.path as osp
 from typing import Optional, Sequence
@@ -8,6 +9,7 @@ from typing import Optional, Sequence
 from mmengine.hooks import Hook
 
 from ...engine.fileio import atomic_write
+from ..compare import variant_file
 from ..uncertainty import BOOTSTRAP, DETECTIONS, bootstrap_maps, detections_record, \
     load_detections, save_detections
 from .plan import read_json
@@ -31,21 +33,25 @@ def detections_hook(path: str, num_classes: int):
     return DetectionsHook()
 
 
-def write_bootstrap(run_dir: str, resamples: int, ann_file: str, classes: Sequence[str]
-                    ) -> Optional[dict]:
-    """The bootstrap of the run's detections to ``bootstrap.json`` (None without detections)."""
-    dets_path = osp.join(run_dir, DETECTIONS)
+def write_bootstrap(run_dir: str, resamples: int, ann_file: str, classes: Sequence[str],
+                    backend: str = 'pytorch', precision: str = 'fp32') -> Optional[dict]:
+    """The bootstrap of the run's detections to ``bootstrap.json`` (those measured in a runtime:
+    ``bootstrap-<backend>-<precision>.json``); None without detections."""
+    dets_path = osp.join(run_dir, variant_file(DETECTIONS, backend, precision))
     if not osp.isfile(dets_path):
         return None
     boot = bootstrap_maps(load_detections(dets_path), resamples, ann_file=ann_file,
                           classes=classes)
-    atomic_write(osp.join(run_dir, BOOTSTRAP), json.dumps(boot))
+    atomic_write(osp.join(run_dir, variant_file(BOOTSTRAP, backend, precision)),
+                 json.dumps(boot))
     return boot
 
 
-def bootstrap_is_current(run_dir: str, resamples: int) -> bool:
-    """Whether ``bootstrap.json`` was drawn ``resamples`` times from the detections there now."""
-    boot = read_json(osp.join(run_dir, BOOTSTRAP))
-    dets = osp.join(run_dir, DETECTIONS)
+def bootstrap_is_current(run_dir: str, resamples: int, backend: str = 'pytorch',
+                         precision: str = 'fp32') -> bool:
+    """Whether the bootstrap was drawn ``resamples`` times from the detections there now."""
+    path = osp.join(run_dir, variant_file(BOOTSTRAP, backend, precision))
+    dets = osp.join(run_dir, variant_file(DETECTIONS, backend, precision))
+    boot = read_json(path)
     return bool(boot) and boot.get('resamples') == resamples and osp.isfile(dets) and \
-        osp.getmtime(osp.join(run_dir, BOOTSTRAP)) >= osp.getmtime(dets)
+        osp.getmtime(path) >= osp.getmtime(dets)

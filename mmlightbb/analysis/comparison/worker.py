@@ -54,8 +54,10 @@ def run_stage(run_dir: str, stage: str = 'all', launcher: str = 'none', prefix: 
     if info is None:
         raise FileNotFoundError(f'{run_dir} has no readable {RUN_INFO}: it is not a run folder '
                                 'that tools/compare_backbones.py prepared')
-    cfg = Config.fromfile(info['config'])
-    cfg.launcher = launcher
+    # the folder's own config and outputs, also where the folder was moved or is mounted
+    # under another path (a compute node)
+    cfg = Config.fromfile(osp.join(run_dir, info['name'] + '.py'))
+    cfg.launcher, cfg.work_dir = launcher, run_dir
     precision = saved_settings(info)['precision']
     rank0 = _rank(launcher) == 0
     clock = Clock(functools.partial(print, flush=True) if rank0 else (lambda msg: None))
