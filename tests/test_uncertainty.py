@@ -184,6 +184,10 @@ def test_verdict_sentence_and_did_not_learn(tmp_path):
                                                scores=np.zeros(0, np.float32)) for t in truth],
                 fps=20.0)
     assert dead['map'] == 0 and unc.did_not_learn(dead) and not unc.did_not_learn(fast)
+    # an interval above 0 is not enough: under the floor a row is speed-only
+    barely = dict(fast, map=unc.LEARNED_FLOOR / 2, map_interval=[unc.LEARNED_FLOOR / 4,
+                                                                  unc.LEARNED_FLOOR * 0.9])
+    assert unc.did_not_learn(barely)
     out = unc.verdict([slow, fast, dead], {'yolox': 'YOLOX-s'})
     assert out['did_not_learn'] == ['cspconvnext']
     assert [(p['fast'], p['slow']) for p in out['pairs']] == [('fasternet', 'convnext')]

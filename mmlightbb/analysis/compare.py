@@ -630,10 +630,6 @@ def _plot(path: str, title: str, xlabel: str, ylabel: str, rows: List[dict], xke
                    zorder=3, label=name if name and len(groups) > 1 else None)
     if len(groups) > 1:
         ax.legend()
-    for r, x, y in zip(rows, xs, ys):
-        label = r.get('backbone') if r.get('head') and len(heads) > 1 else r['name']
-        ax.annotate((label or r['name']) + variant(r), (x, y), textcoords='offset points',
-                    xytext=(5, 5), fontsize=8)
     for name, line in (line_k or {}).items():
         if line is None or not xs:
             continue
@@ -650,8 +646,31 @@ def _plot(path: str, title: str, xlabel: str, ylabel: str, rows: List[dict], xke
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
+    labels = [((r.get('backbone') if r.get('head') and len(heads) > 1 else r['name'])
+               or r['name']) + variant(r) for r in rows]
+    _label_points(ax, xs, ys, labels)
     fig.savefig(path)
     plt.close(fig)
+
+
+def _label_points(ax, xs, ys, labels, fontsize: int = 8):
+    """Label each point beside it, moving a label up or down by whole lines until it overlaps
+    no label placed before (points from left to right), so that close points stay readable."""
+    ax.figure.canvas.draw()  # the final limits: display coordinates are valid from here
+    line = fontsize * 1.4 * ax.figure.dpi / 72
+    placed = []  # (x0, y0, x1, y1) in display pixels
+    for i in sorted(range(len(xs)), key=lambda k: (xs[k], ys[k])):
+        px, py = ax.transData.transform((xs[i], ys[i]))
+        width = 0.6 * fontsize * len(labels[i]) * ax.figure.dpi / 72
+        for step in [0] + [d * k for k in range(1, 12) for d in (1, -1)]:
+            box = (px + 5, py + 5 + step * line, px + 5 + width, py + 5 + (step + 1) * line)
+            if not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3]
+                       for b in placed):
+                break
+        placed.append(box)
+        ax.annotate(labels[i], (xs[i], ys[i]), textcoords='offset pixels',
+                    xytext=(box[0] - px, box[1] - py), fontsize=fontsize,
+                    arrowprops=dict(arrowstyle='-', color='0.6', lw=0.5) if step else None)
 
 
 def write_outputs(result: dict, out_dir: str) -> Dict[str, str]:
