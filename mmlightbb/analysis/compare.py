@@ -58,7 +58,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .uncertainty import BOOTSTRAP, did_not_learn, interval, latency_stats, seed_stats, verdict
+from .uncertainty import (BOOTSTRAP, LEARNED_FLOOR, did_not_learn, interval, latency_stats,
+                          seed_stats, verdict)
 
 METRIC_PREFERENCE = ('pascal_voc/mAP', 'coco/bbox_mAP_50', 'coco/bbox_mAP')
 MISSING = 'missing'
@@ -522,8 +523,8 @@ def _uncertainty_lines(result: dict) -> List[str]:
         'images (the same draws for every run), of the seed-mean where a run has several seeds; '
         'they hold the test-set noise, the seeds\' spread the training noise.' if boot else
         'none (no bootstrap.json: runs tested before per-image detections were saved).'),
-        'A run whose interval reaches 0 did not learn: it is not on the Pareto front and not '
-        'compared.']
+        f'A run whose interval reaches 0, or whose mAP is under {LEARNED_FLOOR:g}, did not learn '
+        '(a speed-only row): it is not on the Pareto front and not compared.']
     pairs = result['verdict']['pairs']
     if pairs:
         lines += ['', '### Neighbours by FPS within each head', '',
