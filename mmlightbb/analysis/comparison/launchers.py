@@ -70,6 +70,14 @@ def log_error(path: str) -> str:
     return (errors or lines or ['(empty log)'])[-1]
 
 
+def record_failure(job: dict, msg: str, failures: List[str], log: Callable[[str], None]):
+    """A run that failed where it trained: marked, one failure line, one log line; the others
+    go on."""
+    job['failed'] = True
+    failures.append(f"{job['name']}: {msg}")
+    log(f"{job['prefix']}: FAILED: {msg}; going on")
+
+
 class LogRelay:
     """Passes on the progress lines (``[cmp <time>] ...``) that workers append to their logs."""
 
@@ -136,12 +144,8 @@ class LocalProcesses:
                 del running[slot]
                 free.append(slot)
                 if rc != 0:
-                    job = state['job']
-                    job['failed'] = True
-                    failures.append(f"{job['name']}: {log_error(state['log'])} (log: "
-                                    f"{state['log']})")
-                    log(f"{job['prefix']}: FAILED: {log_error(state['log'])} (log: "
-                        f"{state['log']}); going on")
+                    record_failure(state['job'], f"{log_error(state['log'])} (log: "
+                                   f"{state['log']})", failures, log)
         return failures
 
     def _start(self, job: dict, slot: dict, log: Callable[[str], None]) -> dict:
@@ -282,9 +286,7 @@ class SlurmJobs:
             try:
                 job_id = self.submit(job)
             except RuntimeError as err:
-                job['failed'] = True
-                failures.append(f"{job['name']}: {err}")
-                log(f"{job['prefix']}: FAILED: {err}; going on")
+                record_failure(job, str(err), failures, log)
                 continue
             tracked[job_id] = job
             log(f"{job['prefix']}: submitted as Slurm job {job_id} "
@@ -311,9 +313,7 @@ class SlurmJobs:
                     msg = (f'Slurm job {job_id} {state.lower()}: {log_error(out)} (log: {out}); '
                            'fix the cause and run the same command again (it resumes from the '
                            'last checkpoint)')
-                    job['failed'] = True
-                    failures.append(f"{job['name']}: {msg}")
-                    log(f"{job['prefix']}: FAILED: {msg}; going on")
+                    record_failure(job, msg, failures, log)
             if tracked:
                 time.sleep(POLL_S)
         return failures

@@ -121,16 +121,30 @@ def train_run(cfg, run: dict, run_dir: str, precision: str, clock: Clock, prefix
     return runner
 
 
+def test_runner(cfg, checkpoint: str, precision: str = 'fp32', **overrides):
+    """A Runner that tests ``checkpoint`` with ``cfg`` in this one process, in ``precision``
+    (``overrides``: other top-level keys, e.g. ``work_dir``)."""
+    cfg = Config(copy.deepcopy(cfg.to_dict()))
+    cfg.merge_from_dict(dict(launcher='none', resume=False, load_from=checkpoint, **overrides))
+    use_autocast_test_loop(cfg, precision)
+    return build_runner(cfg)
+
+
 def test_run(runner, run_dir: str, precision: str, num_classes: int, clock: Clock,
-             prefix: str) -> dict:
-    """Test the trained ``runner`` (every test image's detections saved,
-    :func:`.testset.detections_hook`); writes and returns ``test_metrics.json``."""
-    runner.register_hook(detections_hook(osp.join(run_dir, DETECTIONS), num_classes))
+             prefix: str, backend: str = 'pytorch') -> dict:
+    """Test with ``runner`` (every test image's detections saved,
+    :func:`.testset.detections_hook`); writes and returns ``test_metrics.json`` (a test of the
+    exported detector in a runtime ``backend``: ``test_metrics-<backend>-<precision>.json`` and
+    its detections)."""
+    runner.register_hook(detections_hook(
+        osp.join(run_dir, variant_file(DETECTIONS, backend, precision)), num_classes))
     metrics = runner.test()
     metrics = {k: (float(v) if isinstance(v, (int, float)) else v) for k, v in metrics.items()}
-    atomic_json(metrics, osp.join(run_dir, TEST_METRICS))
+    atomic_json(metrics, osp.join(run_dir, variant_file(TEST_METRICS, backend, precision)))
     voc, coco = metrics.get('pascal_voc/mAP'), metrics.get('coco/bbox_mAP')
-    clock.log(f'{prefix}: test VOC mAP50 {fmt_map(voc)}, COCO mAP {fmt_map(coco)} ({precision})')
+    pytorch = backend == 'pytorch'
+    clock.log(f"{prefix}: test{'' if pytorch else f' in {backend} {precision}:'} VOC mAP50 "
+              f"{fmt_map(voc)}, COCO mAP {fmt_map(coco)}" + (f' ({precision})' if pytorch else ''))
     return metrics
 
 
@@ -186,31 +200,20 @@ def time_backends(model, run_dir: str, benches: list, source: dict, clock: Clock
 def test_in_runtime(run_dir: str, source: dict, bench, clock: Clock, prefix: str) -> dict:
     """The run's test, with mmdet's test loop and metrics, on the detections of its checkpoint
     exported (decoding and NMS in the graph) and run in ``bench.backend`` at
-    ``bench.precision``: ``test_metrics-<backend>-<precision>.json`` and the per-image
-    detections beside it, for the runtime row's own mAP and interval."""
+    ``bench.precision`` (:func:`test_run`), for the runtime row's own mAP and interval."""
     info = read_json(osp.join(run_dir, RUN_INFO))
     cfg = Config.fromfile(source['config'])
-    cfg.launcher, cfg.resume, cfg.load_from = 'none', False, source['checkpoint']
-    cfg.work_dir = osp.join(run_dir, f'test-{bench.backend}-{bench.precision}')
     cfg.test_dataloader.batch_size = 1  # the exported graph's batch
-    runner = build_runner(cfg)
+    runner = test_runner(cfg, source['checkpoint'],
+                         work_dir=osp.join(run_dir, f'test-{bench.backend}-{bench.precision}'))
     model = build_detector(source['config'], source['checkpoint'])[0]
     fmt = 'onnx' if bench.backend == 'onnxruntime' else 'openvino'
     with tempfile.TemporaryDirectory(prefix='mmlightbb-runtime-test-') as folder:
         path = osp.join(folder, 'detector.onnx' if fmt == 'onnx' else 'detector.xml')
         export_with_nms(model, tuple(bench.shape), path, fmt)
-        runner.register_hook(detections_hook(
-            osp.join(run_dir, variant_file(DETECTIONS, bench.backend, bench.precision)),
-            len(info['settings']['classes'])))
         with exported_predictions(runner.model, path, fmt, bench.threads, bench.precision):
-            metrics = runner.test()
-    metrics = {k: (float(v) if isinstance(v, (int, float)) else v) for k, v in metrics.items()}
-    atomic_json(metrics, osp.join(run_dir, variant_file(TEST_METRICS, bench.backend,
-                                                        bench.precision)))
-    clock.log(f"{prefix}: test in {bench.backend} {bench.precision}: VOC mAP50 "
-              f"{fmt_map(metrics.get('pascal_voc/mAP'))}, COCO mAP "
-              f"{fmt_map(metrics.get('coco/bbox_mAP'))}")
-    return metrics
+            return test_run(runner, run_dir, bench.precision, len(info['settings']['classes']),
+                            clock, prefix, bench.backend)
 
 
 def time_backends_of_finished_run(run: dict, run_dir: str, benches: list, clock: Clock,

@@ -22,10 +22,8 @@ import torch
 from mmengine.config import Config
 
 from ...engine import last_complete_checkpoint
-from ...engine.precision import use_autocast_test_loop
-from ...engine.runner import build_runner
 from .plan import RUN_INFO, read_json, saved_settings
-from .runs import Clock, last_line, test_run, train_run
+from .runs import Clock, last_line, test_run, test_runner, train_run
 
 
 def _rank(launcher: str) -> int:
@@ -42,10 +40,7 @@ def _test_runner(cfg: Config, run_dir: str, precision: str):
     if checkpoint is None:
         raise FileNotFoundError(f'no complete checkpoint in {run_dir} to test; train it first '
                                 '(--stage train)')
-    cfg = Config(cfg.to_dict())
-    cfg.launcher, cfg.resume, cfg.load_from = 'none', False, checkpoint
-    use_autocast_test_loop(cfg, precision)
-    return build_runner(cfg)
+    return test_runner(cfg, checkpoint, precision)
 
 
 def run_stage(run_dir: str, stage: str = 'all', launcher: str = 'none', prefix: str = '') -> None:
