@@ -399,6 +399,39 @@ def test_coco_several_classes_cascade_and_its_config(tmp_path):
     assert cfg.train_dataloader.dataset.pipeline[0].type == 'LoadSonarImageFromFile'
 
 
+def test_a_head_of_0_epochs_is_timed_only_never_trained_or_tested(voc_one_class, tmp_path):
+    from mmlightbb.analysis.comparison import compare_backbones
+    out, lines = str(tmp_path / 'cmp'), []
+    kw = dict(heads=['cascade'], backbones=['fasternet:t0', 'baseline'], epochs=1,
+              epochs_by_head={'cascade': 0}, size=64, batch_size=2, bench_iters=2,
+              bench_warmup=1, threads=1)
+    res = compare_backbones(voc_one_class, out, log=lines.append, **kw)
+    run_dir = osp.join(out, 'cascade_fasternet_t0')
+    assert not osp.exists(osp.join(run_dir, 'test_metrics.json'))
+    assert not osp.exists(osp.join(run_dir, 'detections.npz'))
+    assert sorted(f for f in os.listdir(run_dir) if f.endswith('.pth')) == ['epoch_0.pth']
+    assert not any(': training' in ln or ': test' in ln for ln in lines), lines
+    rows = {r['name']: r for r in res['result']['rows']}
+    assert set(rows) == {'cascade_fasternet_t0', 'cascade_resnet_50'}
+    for row in rows.values():  # timed side by side, no mAP, off the front and the verdict
+        assert row['fps'] > 0 and row['fps_source'].startswith('side by side'), row
+        assert (row['map'], row['pareto'], row['did_not_learn']) == (None, None, False)
+        assert 'timed only (0 epochs): not trained or tested' in row['notes']
+    assert res['result']['verdict']['pairs'] == []
+    assert res['result']['verdict']['sentence'] == 'Cascade R-CNN: no run has an mAP (speeds only).'
+    md = open(res['paths']['compare.md']).read()
+    assert 'Cascade R-CNN: timed only (0 epochs: not trained or tested)' in md
+    # run again: both are finished runs, nothing is built, trained or timed again
+    lines.clear()
+    compare_backbones(voc_one_class, out, log=lines.append, **kw)
+    assert sum('already done, skipped (timed only' in ln for ln in lines) == 2, lines
+    assert any('timing.json of' in ln and 'holds every run' in ln for ln in lines), lines
+    # a timed-only folder is not reused for a trained run: its settings differ
+    from mmlightbb.analysis.comparison import ComparisonError
+    with pytest.raises(ComparisonError, match='was made with other settings'):
+        compare_backbones(voc_one_class, out, **dict(kw, epochs_by_head={'cascade': 1}))
+
+
 @pytest.mark.slow
 def test_yolo_killed_run_resumes_then_is_skipped(tmp_path):
     classes = ('mine', 'tyre')
@@ -470,6 +503,8 @@ def voc_small(tmp_path_factory):
     (['--precision', 'fp16'], '--precision fp16: fp16 is CUDA only'),
     (['--seeds', '0'], '--seeds must be an integer >= 1, got 0'),
     (['--bootstrap', '10'], '--bootstrap must be an integer >= 100, got 10'),
+    (['--cascade-epochs', '-1'],
+     '--cascade-epochs must be an integer >= 0 (0: timed only, not trained), got -1'),
 ])
 def test_bad_options_are_one_line(voc_small, tmp_path, extra, expected):
     msg = _error_line([voc_small, '--out', str(tmp_path / 'o'), '--epochs', '1', *extra])

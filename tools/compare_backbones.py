@@ -57,7 +57,8 @@ def parse_args(argv=None):
                         'or enough for 300 iterations on a small set; --quick: 4, or enough for '
                         '120 iterations)')
     parser.add_argument('--cascade-epochs', type=int,
-                        help='epochs of the Cascade R-CNN runs if not --epochs')
+                        help='epochs of the Cascade R-CNN runs if not --epochs (0: timed '
+                        'only: built with their initial weights, not trained or tested)')
     parser.add_argument('--size', type=int, help='image size (multiple of 32): training, test and '
                         'benchmark scale (default: the median image side rounded up to 32, '
                         'within 128..640; --quick: at most 160)')
@@ -148,7 +149,7 @@ def main(argv=None):
                                                RunFailures, compare_backbones)
     from mmlightbb.analysis.detector_configs import ConfigError
     from mmlightbb.datasets import DatasetError
-    epochs_by_head = {'cascade': args.cascade_epochs} if args.cascade_epochs else None
+    epochs_by_head = None if args.cascade_epochs is None else {'cascade': args.cascade_epochs}
     try:
         settings = ComparisonSettings(
             heads=args.heads or HEADS, backbones=args.backbones, epochs=args.epochs,

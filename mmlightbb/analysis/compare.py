@@ -155,12 +155,13 @@ def load_rows(run_dir: str, name: Optional[str] = None, metric: Optional[str] = 
     metrics, source = find_metrics(run_dir, metric)
     metric_name, value = pick_metric(metrics, metric)
     wanted = [metric] if metric else list(METRIC_PREFERENCE)
-    run_notes = []
-    if value is None:
-        run_notes.append(f'no mAP: {source}' if metrics is None else
-                         f'no mAP: {source} has none of {wanted}')
     info_path = osp.join(run_dir, 'run.json')
     info = _read_json(info_path) if osp.isfile(info_path) else {}
+    run_notes = []
+    if value is None:
+        run_notes.append('timed only (0 epochs): not trained or tested' if timed_only(info) else
+                         f'no mAP: {source}' if metrics is None else
+                         f'no mAP: {source} has none of {wanted}')
     # the settings of compare_backbones' run.json; version 1 (before --precision) tested in fp32
     tested = info['settings'].get('precision', 'fp32') if info.get('settings') else None
     coco, coco75 = (_number((metrics or {}).get(k)) for k in ('coco/bbox_mAP',
@@ -229,6 +230,12 @@ def load_rows(run_dir: str, name: Optional[str] = None, metric: Optional[str] = 
         row.update(plotted=plotted, notes=notes)
         rows.append(row)
     return rows
+
+
+def timed_only(info: dict) -> bool:
+    """Whether a run.json (``info``) is that of a run of 0 epochs: its detector was timed, never
+    trained or tested."""
+    return (info.get('settings') or {}).get('epochs') == 0
 
 
 def _number(value) -> Optional[float]:
@@ -522,7 +529,8 @@ def _uncertainty_lines(result: dict) -> List[str]:
         f"percentile bootstrap, {boot['resamples']} resamples of the {boot['images']} test "
         'images (the same draws for every run), of the seed-mean where a run has several seeds; '
         'they hold the test-set noise, the seeds\' spread the training noise.' if boot else
-        'none (no bootstrap.json: runs tested before per-image detections were saved).'),
+        'none (no bootstrap.json: runs tested before per-image detections were saved).'
+        if any(r['map'] is not None for r in result['rows']) else 'none (no run was tested).'),
         f'A run whose interval reaches 0, or whose mAP is under {LEARNED_FLOOR:g}, did not learn '
         '(a speed-only row): it is not on the Pareto front and not compared.']
     pairs = result['verdict']['pairs']

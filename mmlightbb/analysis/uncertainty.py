@@ -486,8 +486,10 @@ def verdict(rows: Sequence[dict], head_names: Optional[Dict[str, str]] = None) -
             part = 'no difference between neighbours is outside the noise'
         elif learned:
             part = f"only {learned[0]['label']} learned" if lost else 'one run'
-        else:
+        elif mine:
             part = 'no run learned'
+        else:  # e.g. timed-only runs (0 epochs)
+            part = 'no run has an mAP (speeds only)'
         if lost:
             part += ' (did not learn: ' + ', '.join(r['label'] for r in lost) + ')'
         sentences.append(f'{name}: {part}' if len(heads) > 1 or head else part)

@@ -19,7 +19,7 @@ from .plan import (DEFAULT, FEW_ITERS, QUICK, RUN_INFO, TEST_METRICS, Comparison
                    plan_runs, read_json, run_settings, run_state, runtime_timed, saved_settings,
                    seed_dir_name, settings_diff, test_input_shape)
 from .runs import (Clock, atomic_json, fmt_map, last_line, time_backends_of_finished_run,
-                   train_test_benchmark)
+                   time_untrained, train_test_benchmark)
 from .launchers import make_launcher
 from .settings import ComparisonSettings
 from .testset import bootstrap_is_current, write_bootstrap
@@ -45,6 +45,12 @@ def _setup(summary: dict, runs: List[dict], epochs_by_head: Dict[str, int], size
                  '{rpn_test_proposals} RPN proposals (train/test), RoIAlign sampling_ratio '
                  '{sampling_ratio}'.format(**dc.CASCADE_SMALL))
         epochs = epochs_by_head[head]
+        if epochs == 0:
+            lines.append(f'* {dc.HEAD_NAMES[head]}: {epochs_text(0)}: each detector built with '
+                         'its initial weights and timed; its speed is that of the trained one '
+                         '(the same operators and shapes; only the boxes kept after NMS can '
+                         'differ)')
+            continue
         warmup = ('1 warm-up epoch, cosine' if dc.schedule_phases(epochs, head == 'yolox')[0]
                   else 'cosine, no warm-up')
         lines.append(
@@ -67,9 +73,9 @@ def _setup(summary: dict, runs: List[dict], epochs_by_head: Dict[str, int], size
     if runtimes:
         lines.append(f"* {', '.join(runtimes)}: the deployed YOLOX detector exported with box "
                      'decoding and NMS (ONNX opset 17), timed in that runtime on the normalised '
-                     'input (the preprocessor, in test_step, is not in the graph); its mAP is the '
-                     "one tested in PyTorch (export_check in the run's benchmark file gives the "
-                     'outputs\' difference)')
+                     'input (the preprocessor, in test_step, is not in the graph); its mAP is '
+                     'tested in that runtime (mmdet\'s test loop on its detections; the '
+                     'difference to PyTorch is in the notes)')
     return dict(lines=lines, data=summary, epochs=epochs_by_head, size=size,
                 batch_size=s.batch_size, device=s.device, threads=threads, precision=precision,
                 backends=list(backends), seeds=list(seeds), bootstrap=s.bootstrap)
@@ -126,10 +132,14 @@ def _compare(data: str, out_dir: str, s: ComparisonSettings, threads: int, preci
         preset = QUICK if s.quick else DEFAULT
         epochs_note = (f"{'--quick: ' if s.quick else ''}{preset['epochs']} epochs, or enough "
                        f"for {preset['min_iters']} iterations")
-    epochs_by_head = {h: (s.epochs_by_head or {}).get(h) or epochs for h in dc.HEADS}
+    given = s.epochs_by_head or {}
+    epochs_by_head = {h: epochs if given.get(h) is None else given[h] for h in dc.HEADS}
     for head in dict.fromkeys(r['head'] for r in runs):
         iters = epochs_by_head[head] * steps
-        if iters < FEW_ITERS:
+        if iters == 0:
+            clock.log(f'note: the {dc.HEAD_NAMES[head]} runs are timed only: each detector is '
+                      'built with its initial weights and timed, not trained or tested')
+        elif iters < FEW_ITERS:
             flag = '--cascade-epochs' if head == 'cascade' and epochs_by_head[head] != epochs \
                 else '--epochs'
             clock.log(f'note: {iters} training iterations per {dc.HEAD_NAMES[head]} run ({steps} '
@@ -158,6 +168,7 @@ def _compare(data: str, out_dir: str, s: ComparisonSettings, threads: int, preci
     for seed in seeds:
         for run in runs:
             job = dict(run, seed=seed, first=seed == seeds[0],
+                       timed_only=epochs_by_head[run['head']] == 0,
                        dir=osp.join(out_dir, seed_dir_name(run['name'], seed)))
             job['settings'] = settings = run_settings(
                 job, summary, epochs_by_head[run['head']], size, s.batch_size, seed, precision)
@@ -192,8 +203,10 @@ def _compare(data: str, out_dir: str, s: ComparisonSettings, threads: int, preci
             # finished work is kept; only the backends not timed yet are added to it
             untimed = [bench for bench in job['benches'][1:]
                        if not runtime_timed(run_dir, bench.backend, bench.precision)]
-            clock.log(f'{prefix}: already done, skipped (VOC mAP50 '
-                      f"{fmt_map(m.get('pascal_voc/mAP'))}, {b.get('fps', float('nan')):.1f} FPS)"
+            what = ('timed only' if job['timed_only'] else
+                    f"VOC mAP50 {fmt_map(m.get('pascal_voc/mAP'))}")
+            clock.log(f'{prefix}: already done, skipped ({what}, '
+                      f"{b.get('fps', float('nan')):.1f} FPS)"
                       + (f"; timing it in {', '.join(bench.backend for bench in untimed)}"
                          if untimed else ''))
             if not untimed:
@@ -219,6 +232,10 @@ def _compare(data: str, out_dir: str, s: ComparisonSettings, threads: int, preci
                              arch=job['arch'], backbone=f"{job['family']}:{job['arch']}",
                              seed=job['seed'], checkpoint=job['checkpoint'], config=config_path,
                              dataset=summary['root'], settings=settings), info_path)
+            if job['timed_only']:  # nothing to train: timed here, wherever the others train
+                time_untrained(job, run_dir, job['benches'], clock, prefix)
+                trained_here.append(job)
+                continue
             if not s.in_process:  # trained by the launcher below, all together
                 elsewhere.append(job)
                 continue
@@ -272,10 +289,11 @@ def _compare(data: str, out_dir: str, s: ComparisonSettings, threads: int, preci
     atomic_json(result, paths['compare.json'])
     with open(paths['compare.md']) as f:
         log(f.read().rstrip())
-    trained = len(trained_here)
+    timed_only = sum(j['timed_only'] for j in trained_here)
+    trained = len(trained_here) - timed_only
     clock.log(f"done: {paths['compare.md']}, map_vs_fps.png, macs_vs_latency.png "
-              f'({trained} trained now, {len(jobs) - trained - len(failures)}'
-              f' reused, {len(failures)} failed'
+              f'({trained} trained now, ' + (f'{timed_only} timed only, ' if timed_only else '')
+              + f'{len(jobs) - len(trained_here) - len(failures)} reused, {len(failures)} failed'
               + (f"; backends added to finished runs: {', '.join(added)}" if added else '')
               + ')')
     out = dict(report=report, paths=paths, result=result, runs=jobs, data=summary, size=size,
@@ -312,7 +330,7 @@ def _bootstrap(jobs: List[dict], resamples: int, summary: dict, clock: Clock):
     before detections were saved is named once."""
     old = []
     for job in jobs:
-        if job.get('failed') or run_state(job['dir']) != 'done':
+        if job.get('failed') or job['timed_only'] or run_state(job['dir']) != 'done':
             continue
         for bench in job['benches']:  # PyTorch's test, then those measured in a runtime
             pytorch = bench.backend == 'pytorch'

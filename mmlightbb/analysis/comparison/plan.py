@@ -12,6 +12,7 @@ from ...models.pretrained import get_weights
 from .. import detector_configs as dc
 from ..benchmark.settings import BACKENDS, RUNTIME_PRECISIONS
 from ..compare import BENCHMARK, benchmark_file_name
+from ..compare import timed_only as timed_only_run
 
 RUN_INFO = 'run.json'
 TEST_METRICS = 'test_metrics.json'
@@ -88,6 +89,8 @@ def seed_dir_name(name: str, seed: int) -> str:
 
 
 def epochs_text(n: int) -> str:
+    if n == 0:
+        return 'timed only (0 epochs: not trained or tested)'
     return f"{n} epoch{'' if n == 1 else 's'}"
 
 
@@ -180,11 +183,20 @@ def settings_diff(old: dict, new: dict) -> str:
     return ', '.join(shown)
 
 
+def timed_only(run_dir: str) -> bool:
+    """Whether the run's run.json says 0 epochs: its detector is timed, never trained or
+    tested (e.g. the demo's Cascade R-CNN rows)."""
+    return timed_only_run(read_json(osp.join(run_dir, RUN_INFO)) or {})
+
+
 def run_state(run_dir: str) -> str:
-    """'done' (test metrics and benchmark saved), 'tested' (test metrics only: trained and
-    tested by a launcher, not timed yet), 'started' (a checkpoint or files) or 'new'."""
+    """'done' (test metrics and benchmark saved; a :func:`timed_only` run: its benchmark),
+    'tested' (test metrics only: trained and tested by a launcher, not timed yet), 'started' (a
+    checkpoint or files) or 'new'."""
     if osp.isfile(osp.join(run_dir, TEST_METRICS)):
         return 'done' if osp.isfile(osp.join(run_dir, BENCHMARK)) else 'tested'
+    if osp.isfile(osp.join(run_dir, BENCHMARK)) and timed_only(run_dir):
+        return 'done'
     if osp.isdir(run_dir) and any(f.endswith('.pth') for f in os.listdir(run_dir)):
         return 'started'
     return 'new'

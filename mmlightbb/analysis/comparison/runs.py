@@ -9,19 +9,21 @@ import tempfile
 import time
 from typing import Callable, Dict, List, Sequence, Tuple
 
+import torch
 from mmengine.config import Config
 from mmengine.hooks import Hook
 
-from ...engine import find_resume_checkpoint, last_complete_checkpoint, raise_if_weights_nonfinite
+from ...engine import (CHECKPOINT_POINTER, find_resume_checkpoint, last_complete_checkpoint,
+                       raise_if_weights_nonfinite)
 from ...engine.distributed import setup_cpu_distributed
-from ...engine.fileio import atomic_write
+from ...engine.fileio import atomic_files, atomic_write
 from ...engine.precision import use_autocast_test_loop
 from ...engine.runner import build_runner
 from ..benchmark import SCHEMA_VERSION, benchmark, build_detector
 from ..compare import benchmark_file_name, variant_file
 from ..export import ExportError, export_with_nms, exported_predictions
 from ..uncertainty import DETECTIONS
-from .plan import RUN_INFO, TEST_METRICS, epochs_text, read_json
+from .plan import RUN_INFO, TEST_METRICS, epochs_text, read_json, timed_only
 from .testset import detections_hook
 
 # a Cascade R-CNN epoch costs about this many YOLOX-s epochs on 2 CPU cores at 160 px (measured
@@ -166,10 +168,30 @@ def train_test_benchmark(cfg, run: dict, run_dir: str, benches: list, precision:
     gc.collect()
 
 
-def time_backends(model, run_dir: str, benches: list, source: dict, clock: Clock, prefix: str):
+def time_untrained(run: dict, run_dir: str, benches: list, clock: Clock, prefix: str):
+    """A timed-only run (0 epochs, :func:`.plan.timed_only`): the detector of its config with its
+    initial weights (the backbone's named weights, if the run has them) saved as
+    ``epoch_0.pth`` (the side-by-side timing loads it) and timed with ``benches``; nothing is
+    trained or tested. Its operators and tensor shapes are those of the trained detector; only
+    the number of boxes its post-processing keeps can differ."""
+    config = osp.join(run_dir, run['name'] + '.py')
+    model = build_detector(config)[0]
+    model.init_weights()
+    checkpoint = osp.join(run_dir, 'epoch_0.pth')
+    with atomic_files(checkpoint) as (tmp, ):
+        torch.save(dict(meta=dict(epoch=0, timed_only=True), state_dict=model.state_dict()), tmp)
+    atomic_write(osp.join(run_dir, CHECKPOINT_POINTER), checkpoint)
+    clock.log(f'{prefix}: {epochs_text(0)}; built with its initial weights')
+    time_backends(model, run_dir, benches, dict(config=config, checkpoint=checkpoint), clock,
+                  prefix, test=False)
+
+
+def time_backends(model, run_dir: str, benches: list, source: dict, clock: Clock, prefix: str,
+                  test: bool = True):
     """Benchmark ``model`` with each of ``benches``. PyTorch's result is ``benchmark.json`` (with
     test_metrics.json it marks the run finished) and its errors fail the run; a runtime that is
-    missing or cannot run the export leaves its reason as the entry's ``note`` instead."""
+    missing or cannot run the export leaves its reason as the entry's ``note`` instead. With
+    ``test`` each runtime's export is also tested (:func:`test_in_runtime`)."""
     for bench in benches:
         what = f'{bench.backend} {bench.precision}'
         clock.log(f'{prefix}: benchmarking {what} ({_unit(bench)}, deployed, batch 1, '
@@ -187,7 +209,7 @@ def time_backends(model, run_dir: str, benches: list, source: dict, clock: Clock
         else:
             clock.log(f"{prefix}: {what}: {result['latency_ms']['median']:.1f} ms, "
                       f"{result['fps']:.1f} FPS")
-            if bench.backend != 'pytorch':
+            if bench.backend != 'pytorch' and test:
                 try:
                     test_in_runtime(run_dir, source, bench, clock, prefix)
                 except Exception as err:  # the row keeps its speed and says why it has no mAP
@@ -228,7 +250,7 @@ def time_backends_of_finished_run(run: dict, run_dir: str, benches: list, clock:
     config = osp.join(run_dir, run['name'] + '.py')
     model = build_detector(config, checkpoint)[0]
     time_backends(model, run_dir, benches, dict(config=config, checkpoint=checkpoint), clock,
-                  prefix)
+                  prefix, test=not timed_only(run_dir))
 
 
 def _unit(bench) -> str:

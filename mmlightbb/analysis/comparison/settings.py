@@ -19,15 +19,17 @@ class ComparisonSettings:
     """Every option of :func:`~.job.compare_backbones` (``tools/compare_backbones.py``'s flags).
 
     ``epochs`` (None: :func:`.plan.default_epochs`) and ``size`` (None: from the images) are the
-    same for every run; ``epochs_by_head`` overrides the epochs of a head. ``backbones`` None:
+    same for every run; ``epochs_by_head`` overrides the epochs of a head (0: its runs are timed
+    with their initial weights, never trained or tested). ``backbones`` None:
     every mmlightbb family and each head's baseline (``quick``: the small ones). ``seeds``
     trains every run with seeds ``seed`` .. ``seed + seeds - 1``; ``bootstrap`` is the number of
     resamples of the test images behind each mAP interval; ``retime`` times every finished run
     side by side again. ``device`` None: CUDA when there is one. Where the runs train
-(:mod:`.launchers`): ``launcher`` 'local' (this machine) or 'slurm' (one Slurm job per run on
-``partition``, ``time_limit`` HH:MM:SS, extra ``slurm_args`` for sbatch; ``wait`` False submits
-and returns); ``parallel`` K runs at once on disjoint cores or GPUs (local); ``gpus_per_run`` N
-processes per run (torchrun locally, srun on Slurm; on CPU N gloo processes). Making one raises
+    (:mod:`.launchers`): ``launcher`` 'local' (this machine) or 'slurm' (one Slurm job per run
+    on ``partition``, ``time_limit`` HH:MM:SS, extra ``slurm_args`` for sbatch; ``wait`` False
+    submits and returns); ``parallel`` K runs at once on disjoint cores or GPUs (local);
+    ``gpus_per_run`` N processes per run (torchrun locally, srun on Slurm; on CPU N gloo
+    processes). Making one raises
     :class:`~.plan.ComparisonError` with one line naming the flag and the fix.
     """
     heads: Tuple[str, ...] = dc.HEADS
@@ -74,6 +76,14 @@ processes per run (torchrun locally, srun on Slurm; on CPU N gloo processes). Ma
             if value is not None and (not isinstance(value, int) or isinstance(value, bool)
                                       or value < low):
                 raise ComparisonError(f'{flag} must be an integer >= {low}, got {value!r}')
+        for head, value in (self.epochs_by_head or {}).items():
+            flag = '--cascade-epochs' if head == 'cascade' else f'epochs_by_head[{head!r}]'
+            if head not in dc.HEADS:
+                raise ComparisonError(f'epochs_by_head: unknown head {head!r}; use one of '
+                                      f'{list(dc.HEADS)}')
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ComparisonError(f'{flag} must be an integer >= 0 (0: timed only, not '
+                                      f'trained), got {value!r}')
         if self.size is not None and self.size % 32:
             raise ComparisonError(f'--size must be a multiple of 32 (the detectors downsample by '
                                   f'32), got {self.size}; e.g. '
