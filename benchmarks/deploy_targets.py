@@ -41,6 +41,7 @@ average before and after is printed. ``--quick`` runs every row at a small size 
 """
 import argparse
 import copy
+import functools
 import json
 import os
 import os.path as osp
@@ -64,6 +65,7 @@ from mmlightbb.analysis.export import (export_model, load_runtime, prepare_for_e
                                        prepare_with_nms)
 from mmlightbb.analysis.pipeline import short_schedule_config
 from mmlightbb.analysis.quantize import MIN_CALIBRATION_IMAGES, quantize_exported
+from mmlightbb.analysis.runtime_profile import profile_openvino
 from mmlightbb.datasets import make_sonar_dataset
 from mmlightbb.models.layers import randomize_bn_stats
 
@@ -89,20 +91,26 @@ def as_tensors(out):
 
 
 def runtime_sides(module, x, tmp, key, threads, bf16, calibration):
-    """{side: fn(array) -> outputs} of ``module`` exported to ONNX Runtime and OpenVINO, fp32,
-    bf16 (OpenVINO) and INT8 (both; quantized on the ``calibration`` arrays)."""
+    """({side: fn(array) -> outputs}, {OpenVINO side: fn() -> its profile on ``x``}) of
+    ``module`` exported to ONNX Runtime and OpenVINO, fp32, bf16 (OpenVINO) and INT8 (both;
+    quantized on the ``calibration`` arrays)."""
     onnx_path = export_model(module, x, osp.join(tmp, f'{key}.onnx'), 'onnx')
     xml_path = export_model(module, x, osp.join(tmp, f'{key}.xml'), 'openvino')
-    sides = {'onnxruntime fp32': load_runtime(onnx_path, 'onnx', threads),
-             'openvino f32': load_runtime(xml_path, 'openvino', threads, 'fp32')}
+    files = {'onnxruntime fp32': (onnx_path, 'onnx', 'fp32'),
+             'openvino f32': (xml_path, 'openvino', 'fp32')}
     if bf16:
-        sides['openvino bf16'] = load_runtime(xml_path, 'openvino', threads, 'bf16')
+        files['openvino bf16'] = (xml_path, 'openvino', 'bf16')
     for fmt, path, name in (('onnx', onnx_path, 'onnxruntime int8'),
                             ('openvino', xml_path, 'openvino int8')):
         int8 = osp.join(tmp, f'{key}_int8{osp.splitext(path)[1]}')
         quantize_exported(None, None, path, fmt, int8, calibration)
-        sides[name] = load_runtime(int8, fmt, threads, 'int8')
-    return sides
+        files[name] = (int8, fmt, 'int8')
+    sides = {name: load_runtime(path, fmt, threads, precision)
+             for name, (path, fmt, precision) in files.items()}
+    arr = x.numpy()
+    profilers = {name: functools.partial(profile_openvino, path, arr, threads, precision)
+                 for name, (path, fmt, precision) in files.items() if fmt == 'openvino'}
+    return sides, profilers
 
 
 def int8_target(rows, label):
@@ -114,7 +122,7 @@ def int8_target(rows, label):
                 best_side='openvino int8', best_ratio=ratio, passed=ratio <= LIMITS['int8'])
 
 
-def time_row(group, label, sides, args, diffs, note=''):
+def time_row(group, label, sides, args, diffs, note='', profilers=None):
     samples = time_interleaved(sides, args.iters, args.warmup)
     base = statistics.median(samples['pytorch fp32'])
     rows = [dict(group=group, model=label, side=name, median_ms=statistics.median(s),
@@ -126,9 +134,15 @@ def time_row(group, label, sides, args, diffs, note=''):
                   best_side=best and best['side'], best_ratio=best and best['ratio'],
                   passed=bool(best) and best['ratio'] <= LIMITS[group])
     if args.profile and best:
-        # where the time goes on both sides (PyTorch sides only: a runtime call is one opaque op)
-        target['profile'] = {name: profile_ops(sides[name], iters=3)
-                             for name in ('pytorch fp32', best['side'])}
+        # where the time goes: PyTorch sides by torch.profiler, OpenVINO sides by their own
+        # counters (ONNX Runtime's call stays one opaque op); OpenVINO bf16 and int8 always, for
+        # the int8 target
+        profilers = profilers or {}
+        names = ['pytorch fp32', best['side'], 'openvino bf16', 'openvino int8']
+        target['profile'] = {
+            name: profilers[name]() if name in profilers else profile_ops(sides[name], iters=3)
+            for name in dict.fromkeys(names)
+            if name in profilers or (name in sides and name.startswith('pytorch'))}
     return rows, target
 
 
@@ -151,13 +165,14 @@ def backbone_rows(args, bf16, tmp):
         module = prepare_for_export(model, deploy=False)
         calibration = [torch.randn(1, 3, side, side, generator=torch.Generator().manual_seed(i))
                        .numpy() for i in range(1, CALIBRATION_INPUTS + 1)]
-        for name, run in runtime_sides(module, x, tmp, label, args.threads, bf16,
-                                       calibration).items():
+        runtimes, profilers = runtime_sides(module, x, tmp, label, args.threads, bf16,
+                                            calibration)
+        for name, run in runtimes.items():
             sides[name] = lambda run=run: run(arr)
         with torch.no_grad():
             ref = model(x)
             diffs = {name: max_rel_diff(ref, as_tensors(fn())) for name, fn in sides.items()}
-        r, t = time_row('backbones', f'{label} @{side}', sides, args, diffs)
+        r, t = time_row('backbones', f'{label} @{side}', sides, args, diffs, profilers=profilers)
         rows += r
         targets.append(t)
         print(f'{label}: done', file=sys.stderr)
@@ -204,8 +219,9 @@ def detector_rows(args, bf16, tmp):
         with torch.no_grad():
             calibration = [model.data_preprocessor(make_batch(1, (side, side), seed=i), False)
                            ['inputs'].numpy() for i in range(1, CALIBRATION_INPUTS + 1)]
-        for name, run in runtime_sides(module, x, tmp, label.replace(' ', '_'), args.threads,
-                                       bf16, calibration).items():
+        runtimes, profilers = runtime_sides(module, x, tmp, label.replace(' ', '_'),
+                                            args.threads, bf16, calibration)
+        for name, run in runtimes.items():
             def run_exported(run=run, model=model, batch=batch):
                 inputs = model.data_preprocessor(batch, False)['inputs']
                 return run(inputs.numpy())
@@ -215,7 +231,8 @@ def detector_rows(args, bf16, tmp):
             diffs = {name: detection_diff(ref, as_dets(fn())) for name, fn in sides.items()}
         r, t = time_row('detectors', f'{label} @{side}', sides, args, diffs,
                         note='random weights: detections are near-threshold noise; the '
-                        'equality of detections is tested in tests/test_export.py')
+                        'equality of detections is tested in tests/test_export.py',
+                        profilers=profilers)
         rows += r
         targets += [t, int8_target(r, f'{label} @{side}')]
         print(f'{label}: done', file=sys.stderr)
@@ -241,7 +258,7 @@ def cascade_rows(args, bf16, tmp):
     sides = {'pytorch fp32': lambda: model.test_step(batch),
              'pytorch fp32 extract_feat': lambda: model.extract_feat(x)}
     module = prepare_for_export(model, backbone_only=False, deploy=False)
-    runtimes = runtime_sides(module, x, tmp, 'cascade', args.threads, bf16, calibration)
+    runtimes = runtime_sides(module, x, tmp, 'cascade', args.threads, bf16, calibration)[0]
     for name, run in runtimes.items():
         sides[f'{name} extract_feat'] = lambda run=run: run(arr)
     samples = time_interleaved(sides, args.iters, args.warmup)
@@ -301,8 +318,9 @@ def training_rows(args, bf16, tmp):
 
 
 def print_profile(target):
-    """ms per iteration and category (self CPU time) of the fp32 side and the best side."""
-    names = list(target['profile'])
+    """ms per iteration and category (self CPU time) of the profiled PyTorch sides, then each
+    OpenVINO side's time by kernel precision, layer type and slowest nodes."""
+    names = [n for n in target['profile'] if 'categories' in target['profile'][n]]
     profiles = [target['profile'][n] for n in names]
     walls = ', '.join(f"{n} {p['wall_ms_per_iter']:.0f}" for n, p in zip(names, profiles))
     print(f"\nprofile of {target['model']} (self CPU ms per iteration; wall ms per iteration "
@@ -310,8 +328,19 @@ def print_profile(target):
     print(f"  {'category':<16}" + ''.join(f'{n:>18}' for n in names) + f"{'ratio':>8}")
     for cat in profiles[0]['categories']:
         ms = [p['categories'][cat]['ms_per_iter'] for p in profiles]
-        ratio = f'{ms[1] / ms[0]:8.2f}' if ms[0] > 0.05 else f"{'-':>8}"
+        ratio = (f'{ms[1] / ms[0]:8.2f}' if len(ms) > 1 and ms[0] > 0.05 else f"{'-':>8}")
         print(f'  {cat:<16}' + ''.join(f'{m:18.1f}' for m in ms) + ratio)
+    for name, p in target['profile'].items():
+        if 'by_type' not in p:
+            continue
+        print(f"  {name} (OpenVINO counters, {p['op_ms_per_iter']:.1f} ms of nodes per "
+              f"iteration, wall {p['wall_ms_per_iter']:.1f} ms):")
+        for what in ('by_precision', 'by_type'):
+            print(f"    {what.replace('_', ' ')}: " + ', '.join(
+                f"{k} {v['ms_per_iter']:.1f} ms ({v['share']:.0%})"
+                for k, v in list(p[what].items())[:8]))
+        print('    slowest nodes: ' + '; '.join(
+            f"{n['type']} {n['kernel']} {n['ms_per_iter']:.1f} ms" for n in p['top_nodes'][:5]))
 
 
 def fmt_diff(diff) -> str:
@@ -329,8 +358,9 @@ def main():
     parser.add_argument('--quick', action='store_true',
                         help='small inputs, one iteration: a smoke test, not a measurement')
     parser.add_argument('--profile', action='store_true',
-                        help='profile (torch.profiler, op categories) the fp32 side and the '
-                        'fastest side of every target (what bounds a ratio)')
+                        help='profile the fp32 side, the fastest side and OpenVINO bf16/int8 '
+                        'of every target (PyTorch: torch.profiler op categories; OpenVINO: its '
+                        'performance counters by kernel precision and layer type)')
     parser.add_argument('--out', help='write settings, machine, rows and targets as JSON')
     args = parser.parse_args()
     if args.quick:

@@ -130,3 +130,38 @@ def test_export_tool_writes_an_int8_graph_with_accuracy_control(trained, tmp_pat
     drop = float(proc.stdout.split('validation mAP50 drop ')[1].split()[0])
     assert drop <= 0.02 + 1e-6
     assert not [p for p in tmp_path.iterdir() if p.name.endswith('.tmp')]
+
+
+def test_openvino_counters_show_what_runs_in_int8(tmp_path):
+    """The profile of an OpenVINO INT8 graph puts time on int8 kernels, the fp32 graph's on none;
+    the slowest nodes and the layer types come with it."""
+    pytest.importorskip('openvino')
+    pytest.importorskip('nncf')
+    import numpy as np
+    import torch
+    from torch import nn
+
+    from mmlightbb.analysis.export import export_model
+    from mmlightbb.analysis.quantize import quantize_exported
+    from mmlightbb.analysis.runtime_profile import kernel_precision, profile_openvino
+    assert [kernel_precision(k) for k in ('brgconv_avx512_amx_I8', 'jit_avx512_FP32',
+                                          'ref_any_f32', 'unknown')] == ['I8', 'FP32', 'FP32',
+                                                                         'other']
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(),
+                        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(),
+                        nn.Conv2d(64, 64, 3, padding=1)).eval()
+    x = torch.randn(1, 3, 64, 64)
+    xml = export_model(net, x, str(tmp_path / 'net.xml'), 'openvino')
+    rng = np.random.default_rng(0)
+    calibration = [rng.standard_normal((1, 3, 64, 64)).astype(np.float32)
+                   for _ in range(MIN_CALIBRATION_IMAGES)]
+    int8 = str(tmp_path / 'net_int8.xml')
+    quantize_exported(None, None, xml, 'openvino', int8, calibration)
+    fp32, quantized = (profile_openvino(path, x.numpy(), threads=1, precision=precision, iters=2)
+                       for path, precision in ((xml, 'fp32'), (int8, 'int8')))
+    for p in (fp32, quantized):
+        assert p['op_ms_per_iter'] > 0 and p['top_nodes'] and 'Convolution' in p['by_type']
+        assert abs(sum(v['share'] for v in p['by_precision'].values()) - 1) < 1e-6
+    assert not {'I8', 'U8'} & set(fp32['by_precision'])
+    assert sum(quantized['by_precision'].get(k, {}).get('share', 0) for k in ('I8', 'U8')) > 0.3

@@ -46,7 +46,8 @@ from .benchmark.inputs import (build_detector, deploy_model, find_test_scale, fl
                                max_rel_diff)
 
 __all__ = ['FORMATS', 'OPSET', 'ExportError', 'require', 'prepare_for_export', 'export_onnx',
-           'export_openvino', 'export_model', 'load_runtime', 'check_export', 'build_for_export',
+           'export_openvino', 'export_model', 'load_runtime', 'compile_openvino', 'check_export',
+           'build_for_export',
            'default_out_path', 'yolox_head', 'YOLOXDetections', 'two_stage', 'TWO_STAGE_EXPORT',
            'prepare_with_nms', 'export_with_nms', 'exported_predictions']
 
@@ -189,12 +190,7 @@ def load_runtime(path: str, fmt: str, threads: Optional[int] = None, precision: 
         name = sess.get_inputs()[0].name
         return lambda arr: sess.run(None, {name: arr})
     if fmt == 'openvino':
-        ov = require('openvino')
-        config = {'INFERENCE_PRECISION_HINT': 'bf16' if precision == 'bf16' else 'f32',
-                  'PERFORMANCE_HINT': 'LATENCY'}
-        if threads:
-            config['INFERENCE_NUM_THREADS'] = int(threads)
-        compiled = ov.Core().compile_model(path, 'CPU', config)
+        compiled = compile_openvino(path, threads, precision)
         request = compiled.create_infer_request()
 
         def run(arr):
@@ -203,6 +199,19 @@ def load_runtime(path: str, fmt: str, threads: Optional[int] = None, precision: 
                     for i in range(len(compiled.outputs))]
         return run
     raise ExportError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+
+
+def compile_openvino(path: str, threads: Optional[int] = None, precision: str = 'fp32',
+                     **config):
+    """The OpenVINO model ``path`` compiled for the CPU as :func:`load_runtime` runs it (latency
+    hint, ``threads``, ``precision`` as the inference precision hint), with extra ``config``
+    properties (e.g. ``PERF_COUNT=True``)."""
+    ov = require('openvino')
+    config = {'INFERENCE_PRECISION_HINT': 'bf16' if precision == 'bf16' else 'f32',
+              'PERFORMANCE_HINT': 'LATENCY', **config}
+    if threads:
+        config['INFERENCE_NUM_THREADS'] = int(threads)
+    return ov.Core().compile_model(path, 'CPU', config)
 
 
 def check_export(module: nn.Module, path: str, fmt: str, x: torch.Tensor,
