@@ -168,7 +168,8 @@ def test_a_baseline_detector_is_timed_with_its_backbone_folded():
     (dict(backend='onnxruntime', deploy=True, backbone_only=False, batch_size=2),
      'exported YOLOX detector with NMS at batch 1'),
     (dict(backend='onnxruntime', deploy=True, precision='bf16'), 'onnxruntime runs the fp32'),
-    (dict(backend='openvino', deploy=True, profile=True), '--profile is for --backend pytorch'),
+    (dict(backend='onnxruntime', deploy=True, profile=True),
+     '--profile is for --backend pytorch or openvino'),
 ])
 def test_invalid_settings_raise_clear_errors(kwargs, match):
     args = dict(backbone_only=True, warmup=0, iters=1, **FAST)
@@ -388,6 +389,18 @@ def test_runtime_backends_time_the_exported_backbone(backend):
     assert res['timed_model']['backbone_layout'] == 'contiguous'  # the plain NCHW graph
     assert 'session.run' in res['timed_unit'] and 'not timed' in res['timed_unit']
     assert f'backend={backend}' in bm.format_table(res)
+
+
+def test_openvino_profile_is_the_runtimes_own_counters():
+    pytest.importorskip('openvino')
+    res = bm.benchmark(TinyDet(), shape=(64, 64), backbone_only=True, deploy=True,
+                       backend='openvino', threads=1, warmup=1, iters=2, profile=True,
+                       profile_iters=2, **FAST)
+    prof = res['profile']
+    assert prof['iters'] == 2 and prof['op_ms_per_iter'] > 0
+    assert 'Convolution' in prof['by_type'] and set(prof['by_precision']) <= {'FP32', 'other'}
+    assert abs(sum(e['share'] for e in prof['by_type'].values()) - 1) < 1e-6
+    assert 'profile kernel FP32' in bm.format_table(res)
 
 
 @pytest.mark.parametrize('backend', ['onnxruntime', 'openvino'])

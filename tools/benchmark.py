@@ -52,8 +52,9 @@ def parse_args():
                         'box decoding and NMS (batch 1); needs --deploy; session creation and '
                         'warm-up untimed, runtime threads = --threads')
     parser.add_argument('--profile', action='store_true',
-                        help='per-operator-type time shares (torch.profiler) from extra '
-                        'iterations after the timed ones')
+                        help='per-operator-type time shares from extra iterations after the '
+                        'timed ones (torch.profiler; --backend openvino: OpenVINO\'s own '
+                        'performance counters, by kernel precision and layer type)')
     parser.add_argument('--profile-iters', type=int, default=3,
                         help='iterations profiled with --profile (>= 1)')
     parser.add_argument('--out', help='write all settings and numbers to this .json file')

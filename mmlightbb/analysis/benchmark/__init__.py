@@ -113,7 +113,12 @@ applicable):
   time' | 'self CUDA time'), ``wall_ms_per_iter`` (with the profiler on), ``op_ms_per_iter`` (sum
   of the categories), ``categories`` ({category: {``ms_per_iter``, ``share``}} in the order above,
   shares of ``op_ms_per_iter`` summing to 1), ``top_ops`` (the 10 largest as ``op``, ``category``,
-  ``ms_per_iter``; ``op`` is the outermost recognised op the time was charged to)
+  ``ms_per_iter``; ``op`` is the outermost recognised op the time was charged to). With
+  ``--backend openvino`` the runtime's own performance counters instead
+  (:func:`~mmlightbb.analysis.runtime_profile.profile_openvino`): ``iters``, ``time``,
+  ``wall_ms_per_iter``, ``op_ms_per_iter``, ``by_precision`` (kernel precision, e.g. BF16, I8,
+  FP32) and ``by_type`` (OpenVINO layer type) as {name: {``ms_per_iter``, ``share``}}, and
+  ``top_nodes`` (``node``, ``type``, ``kernel``, ``ms_per_iter``)
 
 Keys were only ever added to schema 1 (``settings.precision``, ``settings.precision_requested``,
 ``settings.precision_note``, ``settings.backend``, ``precision_check``, ``export_check``,

@@ -141,6 +141,7 @@ def _benchmark(model, s: BenchmarkSettings, batches, images_info, source):
     if s.backend != 'pytorch':
         # here, not at the top: analysis.export builds on this package's inputs module
         from ..export import export_model, load_runtime, prepare_for_export, prepare_with_nms
+        from ..runtime_profile import profile_openvino
         fmt = 'onnx' if s.backend == 'onnxruntime' else 'openvino'
         if s.backbone_only:
             module = prepare_for_export(timed, backbone_only=True, deploy=False)
@@ -219,7 +220,11 @@ def _benchmark(model, s: BenchmarkSettings, batches, images_info, source):
     median_s = latency['median'] / 1000.0
 
     peak = matmul_peak_gflops(device, s.peak_size)
-    profile = profile_ops(fn, s.profile_iters, device) if s.profile else None
+    profile = None
+    if s.profile and s.backend == 'openvino':  # torch.profiler would see one opaque call
+        profile = profile_openvino(path, arrays[0], runtime_threads, precision, s.profile_iters)
+    elif s.profile:
+        profile = profile_ops(fn, s.profile_iters, device)
     if workdir is not None:
         del fn, run
         workdir.cleanup()

@@ -49,9 +49,12 @@ def format_table(res: dict) -> str:
                          _diff_cell(ec['fp32_max_rel_diff'])))
     prof = res['profile']
     if prof is not None:
-        for cat, entry in prof['categories'].items():
-            rows.append((f'profile {cat}', f"{entry['ms_per_iter']:.3f} ms "
-                         f"{100 * entry['share']:5.1f} %"))
+        groups = ([('', prof['categories'])] if 'categories' in prof else
+                  [('kernel ', prof['by_precision']), ('', prof['by_type'])])  # OpenVINO
+        for prefix, entries in groups:
+            for cat, entry in entries.items():
+                rows.append((f'profile {prefix}{cat}', f"{entry['ms_per_iter']:.3f} ms "
+                             f"{100 * entry['share']:5.1f} %"))
         rows.append(('profile ops / wall', f"{prof['op_ms_per_iter']:.3f} / "
                      f"{prof['wall_ms_per_iter']:.3f} ms"))
     width = max(len(r[0]) for r in rows)

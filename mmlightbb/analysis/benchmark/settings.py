@@ -90,7 +90,10 @@ class BenchmarkSettings:
             if not self.deploy:
                 raise ValueError(f'--backend {self.backend} times the deployed export (what '
                                  'tools/export.py writes): add --deploy')
-            for flag, on in (('--profile', self.profile), ('--real-images', self.real_images),
+            if self.profile and self.backend != 'openvino':
+                raise ValueError('--profile is for --backend pytorch or openvino (ONNX Runtime\'s '
+                                 'call is one opaque op here)')
+            for flag, on in (('--real-images', self.real_images),
                              ('--channels-last', self.channels_last)):
                 if on:
                     raise ValueError(f'{flag} is for --backend pytorch only')
