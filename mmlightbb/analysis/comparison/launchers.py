@@ -236,7 +236,7 @@ class SlurmJobs:
         if self.time_limit:
             lines.append(f'#SBATCH --time={self.time_limit}')
         lines += ['set -euo pipefail', f'cd {shlex.quote(os.getcwd())}',
-                  f'export MASTER_PORT=$((20000 + SLURM_JOB_ID % 20000))']
+                  'export MASTER_PORT=$((20000 + SLURM_JOB_ID % 20000))']
         if self.device == 'cpu':
             lines.append('export CUDA_VISIBLE_DEVICES=')
         lines += [shlex.join(cmd) for cmd in worker_commands(
