@@ -1,7 +1,7 @@
 """CPU deployment targets: bf16 and the export runtimes against PyTorch fp32, side by side.
 
     python benchmarks/deploy_targets.py [--only backbones detectors training] [--threads 2]
-        [--iters 8] [--warmup 2] [--quick] [--out r.json]
+        [--iters 8] [--warmup 2] [--quick] [--profile] [--out r.json]
 
 Every row times its sides in one process, interleaved (A, B, C, ... repeated ``--iters`` times;
 medians), so that load from elsewhere on the machine hits all sides alike: read the ratios, not the
@@ -35,6 +35,9 @@ Runtime and OpenVINO are pinned to ``--threads``. Batch 1 unless stated.
 
 Every side's outputs are compared with PyTorch fp32 on the same input first (max relative
 difference; detectors: the number of detections and the largest score difference of the top 10).
+``--profile`` breaks down the fp32 side, the fastest side and OpenVINO bf16 and int8 of every
+target: PyTorch sides by torch.profiler's op categories, OpenVINO sides by its own performance
+counters (:mod:`mmlightbb.analysis.runtime_profile`: kernel precision, layer type, slowest nodes).
 bf16 sides need a CPU with native bf16 (else they are left out, with the reason). The load
 average before and after is printed. ``--quick`` runs every row at a small size with one iteration
 (a smoke test of the script, not a measurement).

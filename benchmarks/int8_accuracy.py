@@ -4,7 +4,7 @@ per-channel) INT8 graphs, with the paired bootstrap interval of each INT8 - fp32
 
     python benchmarks/int8_accuracy.py [--data sonar shapes] [--work-dir work_dirs/int8_accuracy]
         [--backbone fasternet:t2] [--epochs 8] [--size 160] [--num-train 96] [--num-val 48]
-        [--threads 2] [--out r.json]
+        [--threads 2] [--quick] [--out r.json]
 
 * ``sonar``: the demo's synthetic side-scan sonar set (grey, speckle, acoustic shadows, three
   object classes; ``make_sonar_dataset``; with the defaults the demo's 96 train / 48 test
@@ -23,7 +23,9 @@ test images) through the config's test pipeline, tested with mmdet's test loop a
 its own detections (``test_metrics-<runtime>-int8.json`` and its detections beside the run's),
 and its difference to PyTorch fp32 gets a 95 % interval from the same bootstrap draws of the
 test images for both (paired), so that a drop is judged against the test set's noise.
-Accuracy-controlled quantization (``--max-drop``) is not run here: NNCF validates it on the
+``--quick``: the ``shapes`` set at 64 px, 12 train / 8 test images, FasterNet-T0, 1 epoch (a smoke
+test of the script, not a measurement). Accuracy-controlled quantization (``--max-drop``) is not
+run here: NNCF validates it on the
 config's test set, which would tune on the images the result is reported on.
 """
 import argparse
@@ -182,8 +184,13 @@ def main():
     parser.add_argument('--num-train', type=int, default=96, help='training images')
     parser.add_argument('--num-val', type=int, default=48, help='test images')
     parser.add_argument('--threads', type=int, default=2)
+    parser.add_argument('--quick', action='store_true',
+                        help='a smoke test: shapes, 64 px, 12/8 images, fasternet:t0, 1 epoch')
     parser.add_argument('--out', help='write the results as JSON')
     args = parser.parse_args()
+    if args.quick:
+        args.data, args.size, args.num_train, args.num_val = ['shapes'], 64, 12, 8
+        args.backbone, args.epochs = 'fasternet:t0', 1
     os.environ['CUDA_VISIBLE_DEVICES'] = ''
     results = []
     for name in args.data:

@@ -52,7 +52,7 @@ def _run_quick(script, tmp_path, *extra, timeout=900):
 def test_deploy_targets_quick_run_has_every_side_and_target(tmp_path):
     from mmlightbb.analysis.benchmark import cpu_bf16_support
     bf16 = cpu_bf16_support()[0]
-    stdout, res = _run_quick('deploy_targets.py', tmp_path, timeout=1800)
+    stdout, res = _run_quick('deploy_targets.py', tmp_path, '--profile', timeout=1800)
     runtimes = {'onnxruntime fp32', 'openvino f32', 'onnxruntime int8', 'openvino int8'} | (
         {'openvino bf16'} if bf16 else set())
     sides = {'pytorch fp32'} | runtimes | ({'pytorch bf16'} if bf16 else set())
@@ -81,6 +81,27 @@ def test_deploy_targets_quick_run_has_every_side_and_target(tmp_path):
     assert [t['group'] for t in res['targets']].count('int8') == 2
     assert 'targets (the fastest side / pytorch fp32; int8: openvino int8 / openvino bf16):' \
         in stdout
+    # --profile: OpenVINO's int8 side by its own counters, its time partly in int8 kernels
+    for target in (t for t in res['targets'] if t['group'] == 'detectors'):
+        int8 = target['profile']['openvino int8']
+        assert {'I8', 'U8'} & set(int8['by_precision']) and int8['top_nodes'], int8
+        assert 'categories' in target['profile']['pytorch fp32']
+
+
+@pytest.mark.slow
+def test_int8_accuracy_quick_run_tests_each_runtime_against_fp32(tmp_path):
+    stdout, res = _run_quick('int8_accuracy.py', tmp_path, '--work-dir', str(tmp_path / 'w'))
+    (shapes, ) = res
+    assert shapes['dataset'] == 'shapes' and shapes['test_images'] == 8
+    fp32, *int8 = shapes['rows']
+    assert fp32['side'] == 'pytorch fp32' and 0 <= fp32['voc'] <= 1
+    assert [r['side'] for r in int8] == ['openvino int8', 'onnxruntime int8']
+    for r in int8:  # calibrated on the 12 training images, never on the 8 test images
+        assert r['calibration_images'] == 12
+        assert r['diff'] == pytest.approx(r['voc'] - fp32['voc'], abs=1e-6)
+        low, high = r['diff_interval']  # paired: the same bootstrap draws for both
+        assert -1 <= low <= high <= 1
+    assert '| shapes | 8 | openvino int8 |' in stdout
 
 
 @pytest.mark.slow
