@@ -615,6 +615,23 @@ def test_the_demo_refuses_an_unknown_backend_before_making_its_data(tmp_path):
 
 
 @pytest.mark.slow
+def test_the_demo_trains_yolox_and_times_cascade_rcnn_only(tmp_path):
+    proc = subprocess.run([sys.executable, osp.join(REPO, 'tools', 'demo.py'), '--backbones',
+                           'fasternet:t0', '--epochs', '1', '--size', '64', '--num-train', '16',
+                           '--num-val', '8', '--bench-iters', '2', '--work-dir',
+                           str(tmp_path / 'demo'), '--data', str(tmp_path / 'data')],
+                          capture_output=True, text=True, cwd=REPO, timeout=600,
+                          env={**os.environ, 'PYTHONPATH': REPO})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert '(1 trained now, 1 timed only, 0 reused, 0 failed)' in proc.stdout
+    table = _table((tmp_path / 'demo' / 'report' / 'compare.md').read_text())
+    assert table['yolox_fasternet_t0']['mAP (metric)'].endswith('(pascal_voc/mAP)')
+    assert table['cascade_fasternet_t0']['mAP (metric)'] == 'missing'
+    assert float(table['cascade_fasternet_t0']['FPS']) > 0
+    assert not (tmp_path / 'demo' / 'cascade_fasternet_t0' / 'test_metrics.json').exists()
+
+
+@pytest.mark.slow
 def test_dumped_config_reproduces_the_run_with_tools_train(tmp_path):
     """python tools/train.py <run>.py, unedited, trains the same weights bit for bit (~1 min;
     at the same number of torch threads: float sums depend on it)."""

@@ -50,11 +50,9 @@ def parse_args():
     parser.add_argument('--retime', action='store_true',
                         help='time every finished run side by side again')
     args = parser.parse_args()
-    for name in ('epochs', 'size', 'num_train', 'num_val', 'bench_iters', 'threads', 'seeds'):
+    for name in ('num_train', 'num_val'):  # the rest is checked by ComparisonSettings
         if getattr(args, name) < 1:
             parser.error(f'--{name.replace("_", "-")} must be >= 1')
-    if args.cascade_epochs < 0:
-        parser.error('--cascade-epochs must be >= 0 (0: the Cascade R-CNN rows are timed only)')
     return args
 
 
@@ -63,12 +61,15 @@ def main():
     args = parse_args()
     from mmlightbb.analysis.comparison import ComparisonError, RunFailures
     from mmlightbb.analysis.detector_configs import ConfigError
-    from mmlightbb.analysis.pipeline import run_demo
+    from mmlightbb.analysis.pipeline import demo_settings, run_demo
     from mmlightbb.datasets import DatasetError
     try:
-        run_demo(args.work_dir, args.data, args.heads, args.backbones, args.epochs,
-                 args.cascade_epochs, args.size, args.num_train, args.num_val, args.bench_iters,
-                 args.threads, args.precision, args.backends, args.seeds, args.retime)
+        settings = demo_settings(
+            heads=args.heads, backbones=args.backbones, epochs=args.epochs,
+            epochs_by_head={'cascade': args.cascade_epochs}, size=args.size,
+            bench_iters=args.bench_iters, threads=args.threads, precision=args.precision,
+            backends=args.backends, seeds=args.seeds, retime=args.retime)
+        run_demo(settings, args.work_dir, args.data, args.num_train, args.num_val)
     except (ComparisonError, ConfigError, DatasetError, RunFailures) as err:
         raise SystemExit(f'error: {err}') from None
 

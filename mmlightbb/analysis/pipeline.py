@@ -21,12 +21,12 @@ here, as much as YOLOX with it.
 schedule (tests/test_learning.py uses it).
 """
 import os.path as osp
-from typing import Optional, Sequence
+from typing import Optional
 
 from ..datasets import make_sonar_dataset
 from ..engine import load_config
 from ..models.backbones import BACKBONES
-from .comparison import check_precision_and_backends, compare_backbones
+from .comparison import ComparisonSettings, check_precision_and_backends, compare_backbones
 from .detector_configs import (DEFAULT_BACKBONES, HEADS, apply_short_schedule,
                                rescale_yolox_train_pipeline)
 
@@ -83,22 +83,26 @@ def short_schedule_config(config: str, data_root: str, work_dir: str, epochs: in
     return cfg
 
 
-def run_demo(work_dir: str = 'work_dirs/demo', data_root: str = 'data/sonar_synth',
-             heads: Sequence[str] = HEADS, backbones: Optional[Sequence[str]] = None,
-             epochs: int = DEMO_EPOCHS, cascade_epochs: Optional[int] = DEMO_CASCADE_EPOCHS,
-             size: int = DEMO_SIZE, num_train: int = 96, num_val: int = 48,
-             bench_iters: int = 20, threads: int = 2, precision: str = 'fp32',
-             backends: Sequence[str] = ('pytorch', ), seeds: int = 1, retime: bool = False,
+def demo_settings(**overrides) -> ComparisonSettings:
+    """The demo's :class:`ComparisonSettings` (every head, the default backbones, YOLOX
+    :data:`DEMO_EPOCHS` epochs, Cascade R-CNN :data:`DEMO_CASCADE_EPOCHS`, :data:`DEMO_SIZE` px,
+    batch 8, CPU, 2 threads) with ``overrides`` of its fields (e.g. ``seeds=3``), checked once."""
+    fields = dict(heads=HEADS, backbones=DEFAULT_BACKBONES, epochs=DEMO_EPOCHS,
+                  epochs_by_head={'cascade': DEMO_CASCADE_EPOCHS}, size=DEMO_SIZE, batch_size=8,
+                  device='cpu', threads=2)
+    fields.update({k: v for k, v in overrides.items() if v is not None})
+    return ComparisonSettings(**fields)
+
+
+def run_demo(settings: Optional[ComparisonSettings] = None, work_dir: str = 'work_dirs/demo',
+             data_root: str = 'data/sonar_synth', num_train: int = 96, num_val: int = 48,
              log=print) -> dict:
-    """Data (if absent) -> :func:`compare_backbones` on it (CPU) at ``precision``, timed in
-    ``backends``, every run trained ``seeds`` times; returns its result dict."""
-    check_precision_and_backends(precision, backends, 'cpu')  # before the data is made
-    data = make_sonar_dataset(data_root, num_train=num_train, num_val=num_val, size=size, seed=0)
+    """The synthetic sonar set (made if absent: ``num_train`` / ``num_val`` images at the
+    settings' size) -> :func:`compare_backbones` on it with ``settings`` (default
+    :func:`demo_settings`); returns its result dict."""
+    s = settings or demo_settings()
+    check_precision_and_backends(s.precision, s.backends, s.device)  # before the data is made
+    data = make_sonar_dataset(data_root, num_train=num_train, num_val=num_val, size=s.size, seed=0)
     log(f"[demo] data: {data['out']} ({'already there' if data['skipped'] else 'generated'}; "
-        f'{num_train} train / {num_val} test images, {size}x{size})')
-    return compare_backbones(
-        data_root, work_dir, heads=heads, backbones=list(backbones or DEFAULT_BACKBONES),
-        epochs=epochs, size=size, batch_size=8, device='cpu', threads=threads,
-        epochs_by_head=None if cascade_epochs is None else {'cascade': cascade_epochs},
-        bench_iters=bench_iters, precision=precision, backends=backends, seeds=seeds,
-        retime=retime, log=log, tag='demo')
+        f'{num_train} train / {num_val} test images, {s.size}x{s.size})')
+    return compare_backbones(data_root, work_dir, s, log=log, tag='demo')
