@@ -37,18 +37,17 @@ import tempfile
 
 import cv2
 import numpy as np
-from mmengine.config import Config
 
 from mmlightbb.analysis.comparison import compare_backbones
-from mmlightbb.analysis.comparison.runs import Clock, test_run, test_runner
+from mmlightbb.analysis.comparison.runs import Clock, test_in_runtime
 from mmlightbb.analysis.comparison.testset import write_bootstrap
-from mmlightbb.analysis.export import (build_for_export, exported_predictions, input_shape,
-                                       prepare_with_nms)
+from mmlightbb.analysis.export import input_shape, prepare_with_nms
 from mmlightbb.analysis.quantize import QuantizationSettings, export_int8
-from mmlightbb.analysis.uncertainty import map_difference
+from mmlightbb.analysis.uncertainty import RESAMPLES, map_difference
 from mmlightbb.datasets import make_sonar_dataset
+from mmlightbb.engine import last_complete_checkpoint, load_config
 
-RUNTIMES = (('openvino', 'openvino'), ('onnxruntime', 'onnx'))
+RUNTIMES = ('openvino', 'onnxruntime')
 SHAPE_CLASSES = ('box', 'ring', 'triangle')
 
 
@@ -136,30 +135,27 @@ def measure(name: str, data: str, args) -> dict:
                             device='cpu')
     job = res['runs'][0]
     run_dir, summary = job['dir'], res['data']
-    config = osp.join(run_dir, job['name'] + '.py')
-    checkpoint = osp.join(run_dir, f'epoch_{args.epochs}.pth')
+    source = dict(config=osp.join(run_dir, job['name'] + '.py'),
+                  checkpoint=last_complete_checkpoint(run_dir))
     with open(osp.join(run_dir, 'bootstrap.json')) as f:
         fp32 = json.load(f)
     rows = [dict(dataset=name, side='pytorch fp32', voc=fp32['pascal_voc/mAP']['value'],
                  voc_interval=fp32['pascal_voc/mAP']['interval'],
                  coco=(fp32.get('coco/bbox_mAP') or {}).get('value'))]
     clock = Clock(print, f'int8 {name}')
-    cfg = Config.fromfile(config)
-    cfg.test_dataloader.batch_size = 1  # the exported graph's batch
-    model, model_cfg = build_for_export(config, checkpoint)
-    shape = input_shape(cfg, None, config)
+    cfg = load_config(source['config'])
+    shape = input_shape(cfg, None, source['config'])
     with tempfile.TemporaryDirectory(prefix='mmlightbb-int8-accuracy-') as tmp:
-        calib = training_images(summary, tmp)
-        for backend, fmt in RUNTIMES:
-            path = osp.join(tmp, 'detector.xml' if fmt == 'openvino' else 'detector.onnx')
-            int8 = export_int8(prepare_with_nms(model, shape), model, model_cfg, shape, path, fmt,
-                               QuantizationSettings(calib))
-            runner = test_runner(cfg, checkpoint,
-                                 work_dir=osp.join(run_dir, f'test-{backend}-int8'))
-            with exported_predictions(runner.model, path, fmt, args.threads, 'int8'):
-                metrics = test_run(runner, run_dir, 'int8', len(summary['classes']), clock,
-                                   job['name'], backend)
-            boot = write_bootstrap(run_dir, 1000, summary['test']['file'], summary['classes'],
+        settings = QuantizationSettings(training_images(summary, tmp))
+        calibrated = []  # images each quantization calibrated on
+
+        def quantize(model, shape, path, fmt):  # the fp32 export, quantized
+            calibrated.append(export_int8(prepare_with_nms(model, shape), model, cfg, shape, path,
+                                          fmt, settings).images)
+        for backend in RUNTIMES:
+            metrics = test_in_runtime(run_dir, source, backend, 'int8', shape, args.threads,
+                                      clock, job['name'], export=quantize)
+            boot = write_bootstrap(run_dir, RESAMPLES, summary['test']['file'], summary['classes'],
                                    backend, 'int8')
             diff = map_difference(*(dict(map=b['pascal_voc/mAP']['value'],
                                          map_samples=b['pascal_voc/mAP']['samples'],
@@ -168,7 +164,7 @@ def measure(name: str, data: str, args) -> dict:
                              voc=metrics['pascal_voc/mAP'],
                              voc_interval=boot['pascal_voc/mAP']['interval'],
                              coco=metrics.get('coco/bbox_mAP'), diff=diff['diff'],
-                             diff_interval=diff['interval'], calibration_images=int8.images))
+                             diff_interval=diff['interval'], calibration_images=calibrated[-1]))
     return dict(dataset=name, data=summary['root'], run=run_dir, test_images=fp32['images'],
                 rows=rows)
 

@@ -47,22 +47,24 @@ def profile_openvino(path: str, x: np.ndarray, threads: Optional[int] = None,
     compiled = compile_openvino(path, threads, precision, PERF_COUNT=True)
     request = compiled.create_infer_request()
     request.infer({0: x})  # warm-up: first-inference costs are not the model's
-    by_type: Dict[str, float] = {}
-    by_precision: Dict[str, float] = {}
-    by_node: Dict[tuple, float] = {}
+    counters = []
     start = time.perf_counter()
     for _ in range(iters):
         request.infer({0: x})
-        for info in request.profiling_info:  # the counters of the last inference
-            if str(info.status).endswith('NOT_RUN'):
-                continue
-            us = info.real_time.total_seconds() * 1e6
-            by_type[info.node_type] = by_type.get(info.node_type, 0.0) + us
-            prec = kernel_precision(info.exec_type)
-            by_precision[prec] = by_precision.get(prec, 0.0) + us
-            key = (info.node_name, info.node_type, info.exec_type)
-            by_node[key] = by_node.get(key, 0.0) + us
+        counters.append(request.profiling_info)  # those of the last inference
     wall_ms = (time.perf_counter() - start) * 1000.0 / iters
+    by_type: Dict[str, float] = {}
+    by_precision: Dict[str, float] = {}
+    by_node: Dict[tuple, float] = {}
+    for info in (info for run in counters for info in run):
+        if str(info.status).endswith('NOT_RUN'):
+            continue
+        us = info.real_time.total_seconds() * 1e6
+        by_type[info.node_type] = by_type.get(info.node_type, 0.0) + us
+        prec = kernel_precision(info.exec_type)
+        by_precision[prec] = by_precision.get(prec, 0.0) + us
+        key = (info.node_name, info.node_type, info.exec_type)
+        by_node[key] = by_node.get(key, 0.0) + us
     slowest = sorted(by_node.items(), key=lambda kv: -kv[1])[:top]
     return dict(iters=iters, time='OpenVINO real_time per executed node',
                 wall_ms_per_iter=wall_ms, op_ms_per_iter=sum(by_type.values()) / 1000.0 / iters,

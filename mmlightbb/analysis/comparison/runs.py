@@ -7,7 +7,7 @@ import os.path as osp
 import statistics
 import tempfile
 import time
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from mmengine.config import Config
@@ -23,7 +23,7 @@ from ..benchmark import SCHEMA_VERSION, benchmark, build_detector
 from ..compare import benchmark_file_name, variant_file
 from ..export import ExportError, export_with_nms, exported_predictions
 from ..uncertainty import DETECTIONS
-from .plan import RUN_INFO, TEST_METRICS, epochs_text, read_json, timed_only
+from .plan import RUN_INFO, TEST_METRICS, epochs_text, read_json
 from .testset import detections_hook
 
 # a Cascade R-CNN epoch costs about this many YOLOX-s epochs on 2 CPU cores at 160 px (measured
@@ -211,7 +211,8 @@ def time_backends(model, run_dir: str, benches: list, source: dict, clock: Clock
                       f"{result['fps']:.1f} FPS")
             if bench.backend != 'pytorch' and test:
                 try:
-                    test_in_runtime(run_dir, source, bench, clock, prefix)
+                    test_in_runtime(run_dir, source, bench.backend, bench.precision,
+                                    bench.shape, bench.threads, clock, prefix)
                 except Exception as err:  # the row keeps its speed and says why it has no mAP
                     result['test_note'] = f'not tested in {what}: {last_line(err)}'
                     clock.log(f"{prefix}: {result['test_note']}")
@@ -219,23 +220,27 @@ def time_backends(model, run_dir: str, benches: list, source: dict, clock: Clock
                                                                   bench.precision)))
 
 
-def test_in_runtime(run_dir: str, source: dict, bench, clock: Clock, prefix: str) -> dict:
+def test_in_runtime(run_dir: str, source: dict, backend: str, precision: str,
+                    shape: Sequence[int], threads: int, clock: Clock, prefix: str,
+                    export: Optional[Callable] = None) -> dict:
     """The run's test, with mmdet's test loop and metrics, on the detections of its checkpoint
-    exported (decoding and NMS in the graph) and run in ``bench.backend`` at
-    ``bench.precision`` (:func:`test_run`), for the runtime row's own mAP and interval."""
+    exported at ``shape`` (decoding and NMS in the graph) and run in ``backend`` at ``precision``
+    (:func:`test_run`), for the runtime row's own mAP and interval. ``export(model, shape, path,
+    fmt)`` writes the graph: None for :func:`~..export.export_with_nms`, or e.g. an INT8
+    quantization of it."""
     info = read_json(osp.join(run_dir, RUN_INFO))
     cfg = Config.fromfile(source['config'])
     cfg.test_dataloader.batch_size = 1  # the exported graph's batch
     runner = test_runner(cfg, source['checkpoint'],
-                         work_dir=osp.join(run_dir, f'test-{bench.backend}-{bench.precision}'))
+                         work_dir=osp.join(run_dir, f'test-{backend}-{precision}'))
     model = build_detector(source['config'], source['checkpoint'])[0]
-    fmt = 'onnx' if bench.backend == 'onnxruntime' else 'openvino'
+    fmt = 'onnx' if backend == 'onnxruntime' else 'openvino'
     with tempfile.TemporaryDirectory(prefix='mmlightbb-runtime-test-') as folder:
         path = osp.join(folder, 'detector.onnx' if fmt == 'onnx' else 'detector.xml')
-        export_with_nms(model, tuple(bench.shape), path, fmt)
-        with exported_predictions(runner.model, path, fmt, bench.threads, bench.precision):
-            return test_run(runner, run_dir, bench.precision, len(info['settings']['classes']),
-                            clock, prefix, bench.backend)
+        (export or export_with_nms)(model, tuple(shape), path, fmt)
+        with exported_predictions(runner.model, path, fmt, threads, precision):
+            return test_run(runner, run_dir, precision, len(info['settings']['classes']),
+                            clock, prefix, backend)
 
 
 def time_backends_of_finished_run(run: dict, run_dir: str, benches: list, clock: Clock,
@@ -250,7 +255,7 @@ def time_backends_of_finished_run(run: dict, run_dir: str, benches: list, clock:
     config = osp.join(run_dir, run['name'] + '.py')
     model = build_detector(config, checkpoint)[0]
     time_backends(model, run_dir, benches, dict(config=config, checkpoint=checkpoint), clock,
-                  prefix, test=not timed_only(run_dir))
+                  prefix, test=not run['timed_only'])
 
 
 def _unit(bench) -> str:
