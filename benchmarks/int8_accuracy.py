@@ -41,8 +41,8 @@ import numpy as np
 from mmlightbb.analysis.comparison import compare_backbones
 from mmlightbb.analysis.comparison.runs import Clock, test_in_runtime
 from mmlightbb.analysis.comparison.testset import write_bootstrap
-from mmlightbb.analysis.export import input_shape, prepare_with_nms
-from mmlightbb.analysis.quantize import QuantizationSettings, export_int8
+from mmlightbb.analysis.export import input_shape
+from mmlightbb.analysis.quantize import QuantizationSettings, find_images, link_annotated_images
 from mmlightbb.analysis.uncertainty import RESAMPLES, map_difference
 from mmlightbb.datasets import make_sonar_dataset
 from mmlightbb.engine import last_complete_checkpoint, load_config
@@ -117,17 +117,6 @@ def make_shapes_dataset(root: str, num_train: int = 96, num_val: int = 48, size:
     return root
 
 
-def training_images(summary: dict, folder: str) -> str:
-    """A folder of links to the training split's images (calibration never sees the test
-    images)."""
-    with open(summary['train']['file']) as f:
-        train = json.load(f)
-    for i, image in enumerate(train['images']):
-        src = osp.join(summary['root'], image['file_name'])  # relative to the dataset's root
-        os.symlink(osp.abspath(src), osp.join(folder, f'{i:05d}{osp.splitext(src)[1]}'))
-    return folder
-
-
 def measure(name: str, data: str, args) -> dict:
     out = osp.join(args.work_dir, name)
     res = compare_backbones(data, out, heads=['yolox'], backbones=[args.backbone],
@@ -146,15 +135,13 @@ def measure(name: str, data: str, args) -> dict:
     cfg = load_config(source['config'])
     shape = input_shape(cfg, None, source['config'])
     with tempfile.TemporaryDirectory(prefix='mmlightbb-int8-accuracy-') as tmp:
-        settings = QuantizationSettings(training_images(summary, tmp))
-        calibrated = []  # images each quantization calibrated on
-
-        def quantize(model, shape, path, fmt):  # the fp32 export, quantized
-            calibrated.append(export_int8(prepare_with_nms(model, shape), model, cfg, shape, path,
-                                          fmt, settings).images)
+        # the training split only: calibration never sees the test images
+        settings = QuantizationSettings(link_annotated_images(summary['train']['file'],
+                                                              summary['root'], tmp))
+        calibrated = len(find_images(settings.calib, settings.calib_images))
         for backend in RUNTIMES:
             metrics = test_in_runtime(run_dir, source, backend, 'int8', shape, args.threads,
-                                      clock, job['name'], export=quantize)
+                                      clock, job['name'], settings)
             boot = write_bootstrap(run_dir, RESAMPLES, summary['test']['file'], summary['classes'],
                                    backend, 'int8')
             diff = map_difference(*(dict(map=b['pascal_voc/mAP']['value'],
@@ -164,7 +151,7 @@ def measure(name: str, data: str, args) -> dict:
                              voc=metrics['pascal_voc/mAP'],
                              voc_interval=boot['pascal_voc/mAP']['interval'],
                              coco=metrics.get('coco/bbox_mAP'), diff=diff['diff'],
-                             diff_interval=diff['interval'], calibration_images=calibrated[-1]))
+                             diff_interval=diff['interval'], calibration_images=calibrated))
     return dict(dataset=name, data=summary['root'], run=run_dir, test_images=fp32['images'],
                 rows=rows)
 

@@ -51,6 +51,14 @@ def test_tools_refuse_int8_without_what_it_needs(tmp_path):
     assert proc.returncode == 2 and '--calib and --max-drop are for --precision int8' in proc.stderr
     ckpt = tmp_path / 'x.pth'
     ckpt.write_bytes(b'')
+    proc = run_tool('tools/benchmark.py', TINY_CFG, '--backend', 'openvino', '--deploy',
+                    '--precision', 'int8')
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].endswith(
+        'error: INT8 needs --calib FOLDER: training images to calibrate the activation ranges on')
+    proc = run_tool('tools/benchmark.py', TINY_CFG, '--precision', 'int8', '--calib', str(tmp_path))
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].endswith(
+        'error: precision int8 runs an INT8 graph in a runtime: use --backend openvino or '
+        'onnxruntime (PyTorch runs fp32, bf16 or fp16)')
     proc = run_tool('tools/test.py', TINY_CFG, str(ckpt), '--precision', 'int8')
     assert proc.returncode != 0
     assert proc.stderr.strip().splitlines()[-1].startswith(
@@ -130,6 +138,28 @@ def test_export_tool_writes_an_int8_graph_with_accuracy_control(trained, tmp_pat
     drop = float(proc.stdout.split('validation mAP50 drop ')[1].split()[0])
     assert drop <= 0.02 + 1e-6
     assert not [p for p in tmp_path.iterdir() if p.name.endswith('.tmp')]
+
+
+@pytest.mark.slow
+def test_benchmark_times_the_int8_graph_it_calibrated(trained, tmp_path):
+    """tools/benchmark.py --precision int8: the timed graph is the quantized one (OpenVINO's
+    counters show INT8 kernels), calibrated on the given images."""
+    import json
+    config, ckpt, images = trained
+    out = tmp_path / 'bench.json'
+    proc = run_tool('tools/benchmark.py', config, '--checkpoint', ckpt, '--backend', 'openvino',
+                    '--deploy', '--precision', 'int8', '--calib', images, '--calib-images', '16',
+                    '--iters', '3', '--warmup', '1', '--threads', '1', '--profile',
+                    '--out', str(out), timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    s = res['settings']
+    assert (s['backend'], s['precision'], s['mode'], s['dtype']) == (
+        'openvino', 'int8', 'exported_detector', 'float32')
+    assert f'calibrated on up to 16 images of {images}' in s['precision_note']
+    assert res['fps'] > 0
+    shares = res['profile']['by_precision']
+    assert sum(shares.get(k, {}).get('share', 0) for k in ('I8', 'U8')) > 0.2, shares
 
 
 def test_openvino_counters_show_what_runs_in_int8(tmp_path):

@@ -3,13 +3,15 @@
 
     python tools/benchmark.py CONFIG [--checkpoint CKPT] [--backbone-only]
         [--shape H W | --real-images] [--batch-size N] [--warmup 5] [--iters 20] [--threads T]
-        [--device cpu|cuda] [--deploy] [--channels-last] [--precision fp32|bf16|fp16]
-        [--backend pytorch|onnxruntime|openvino]
+        [--device cpu|cuda] [--deploy] [--channels-last] [--precision fp32|bf16|fp16|int8]
+        [--backend pytorch|onnxruntime|openvino] [--calib IMAGES [--calib-images 300]]
         [--profile [--profile-iters 3]] [--out results.json] [--cfg-options k=v ...]
 
 No dataloader is timed: one synthetic batch of fixed size, or with ``--real-images`` (warmup +
 iters) batches of the config's test set, is built before the clock starts. ``--profile`` adds a
-per-operator-type time breakdown from extra iterations run after the timed ones.
+per-operator-type time breakdown from extra iterations run after the timed ones. ``--precision
+int8`` (``--backend onnxruntime|openvino``) times the exported detector quantized as
+``tools/export.py --precision int8`` quantizes it, calibrated on ``--calib`` images.
 """
 import argparse
 import os.path as osp
@@ -40,10 +42,12 @@ def parse_args():
     parser.add_argument('--channels-last', action='store_true',
                         help='NHWC model and input (mmlightbb backbones already run NHWC on CPU '
                         'by themselves: the table then says channels_last=auto)')
-    parser.add_argument('--precision', choices=['fp32', 'bf16', 'fp16'], default=None,
+    parser.add_argument('--precision', choices=['fp32', 'bf16', 'fp16', 'int8'], default=None,
                         help='fp32 (default); bf16 autocast on CPUs with avx512_bf16/amx_bf16 '
                         '(elsewhere: fp32 with a warning) or CUDA; fp16 autocast, CUDA only. '
-                        'bf16 prints the backbone outputs\' max relative difference to fp32')
+                        'bf16 prints the backbone outputs\' max relative difference to fp32; '
+                        'int8: --backend onnxruntime/openvino, the exported detector quantized '
+                        'on --calib images')
     parser.add_argument('--fp16', action='store_true', help='= --precision fp16 (CUDA only)')
     parser.add_argument('--backend', choices=['pytorch', 'onnxruntime', 'openvino'],
                         default='pytorch',
@@ -57,6 +61,9 @@ def parse_args():
                         'performance counters, by kernel precision and layer type)')
     parser.add_argument('--profile-iters', type=int, default=3,
                         help='iterations profiled with --profile (>= 1)')
+    # here, not at the top: --help without importing torch and mmdet
+    from mmlightbb.analysis.quantize import add_quantization_args
+    add_quantization_args(parser)
     parser.add_argument('--out', help='write all settings and numbers to this .json file')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override settings of the config, xxx=yyy format')
@@ -67,6 +74,17 @@ def main():
     parser, args = parse_args()
     from mmlightbb.analysis.benchmark import (BenchmarkSettings, dump_json, format_table,
                                               run_benchmark)
+    from mmlightbb.analysis.export import ExportError
+    from mmlightbb.analysis.quantize import QuantizationSettings
+    quantization = None
+    if args.precision == 'int8':
+        try:
+            quantization = QuantizationSettings(args.calib, args.calib_images, args.max_drop,
+                                                args.val_images)
+        except ExportError as err:
+            parser.error(str(err))
+    elif args.calib or args.max_drop is not None:
+        parser.error('--calib and --max-drop are for --precision int8')
     try:
         settings = BenchmarkSettings(
             shape=args.shape, batch_size=args.batch_size, backbone_only=args.backbone_only,
@@ -74,7 +92,7 @@ def main():
             deploy=args.deploy, channels_last=args.channels_last, fp16=args.fp16,
             precision=args.precision or 'fp32', backend=args.backend,
             real_images=args.real_images, profile=args.profile,
-            profile_iters=args.profile_iters)
+            profile_iters=args.profile_iters, quantization=quantization)
     except ValueError as err:
         parser.error(str(err))
     if args.checkpoint is not None and not osp.isfile(args.checkpoint):

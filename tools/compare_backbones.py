@@ -4,7 +4,7 @@
         [--backbones fasternet:t0 cspconvnext baseline ...] [--epochs 12] [--size 320]
         [--batch-size 8] [--device cpu|cuda] [--threads 2] [--pretrained fasternet:t0=CKPT]
         [--classes A B] [--split-seed 0] [--val-ratio 0.2] [--quick]
-        [--precision fp32|bf16|fp16] [--backends pytorch onnxruntime openvino]
+        [--precision fp32|bf16|fp16] [--backends pytorch onnxruntime openvino] [--int8]
         [--seeds 1] [--seed 0] [--bootstrap 1000] [--retime]
         [--parallel K] [--gpus-per-run N]
         [--launcher slurm [--partition P] [--time HH:MM:SS] [--slurm-args "..."] [--no-wait]]
@@ -16,7 +16,8 @@ every head x backbone it trains on one schedule, tests (VOC mAP50, COCO mAP) and
 deployed detector at the test scale; OUT/report/ gets compare.md, compare.json, map_vs_fps.png
 and macs_vs_latency.png, OUT/<run>/<run>.py the config of each run (python tools/train.py runs
 it as it is). --precision is that of every test and benchmark; --backends adds runtimes the
-trained detector is timed in (one report row each). Run it again with the same arguments after an
+trained detector is timed in (one report row each) and tested in (the row's own mAP); --int8 adds
+an INT8 row for each of those runtimes (calibrated on the training split). Run it again with the same arguments after an
 interruption: finished runs are skipped, an unfinished one resumes from its last checkpoint; with
 more --backends, finished runs are only timed in the new ones; with more --seeds, only the new
 seeds are trained. Every mAP gets a 95 % bootstrap interval over the test images, the runs are
@@ -93,6 +94,11 @@ def parse_args(argv=None):
                         '(CPU; one benchmark-<backend>-<precision>.json each; a detector that '
                         'does not export, e.g. Cascade R-CNN, gets a note). Adding one to a '
                         'finished comparison times its runs without training them again')
+    parser.add_argument('--int8', action='store_true',
+                        help='also quantize each runtime of --backends to INT8 (OpenVINO: NNCF; '
+                        'ONNX Runtime: QDQ per-channel), calibrated on the training images, and '
+                        'time and test it there: one more row per runtime. Added to a finished '
+                        'comparison, it only quantizes, times and tests')
     parser.add_argument('--seeds', type=int, default=1,
                         help='train every run this many times, with seeds SEED..SEED+N-1 (default '
                         '1); the report gives the mean, standard deviation and every seed\'s mAP. '
@@ -157,7 +163,8 @@ def main(argv=None):
             threads=args.threads, pretrained=args.pretrained, split_seed=args.split_seed,
             val_ratio=args.val_ratio, classes=args.classes, quick=args.quick,
             epochs_by_head=epochs_by_head, bench_iters=args.bench_iters,
-            precision=args.precision, backends=args.backends, seeds=args.seeds, seed=args.seed,
+            precision=args.precision, backends=args.backends, int8=args.int8, seeds=args.seeds,
+            seed=args.seed,
             bootstrap=args.bootstrap, retime=args.retime, launcher=args.launcher,
             parallel=args.parallel, gpus_per_run=args.gpus_per_run, partition=args.partition,
             time_limit=args.time_limit, slurm_args=shlex.split(args.slurm_args),

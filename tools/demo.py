@@ -3,8 +3,8 @@ synthetic side-scan sonar (CPU), compared in one table and plot.
 
     python tools/demo.py [--work-dir work_dirs/demo] [--data data/sonar_synth] [--epochs 8]
         [--cascade-epochs 0] [--size 160] [--heads yolox cascade] [--backbones fasternet ...]
-        [--precision fp32|bf16|fp16] [--backends pytorch onnxruntime openvino] [--seeds 1]
-        [--retime]
+        [--precision fp32|bf16|fp16] [--backends pytorch onnxruntime openvino] [--int8]
+        [--seeds 1] [--retime]
 
 ``make demo`` runs it with the defaults (about 20 minutes on 2 cores). It is
 ``tools/compare_backbones.py`` on the synthetic set (made when absent); see
@@ -44,6 +44,9 @@ def parse_args():
     parser.add_argument('--backends', nargs='+', default=['pytorch'], metavar='BACKEND',
                         help='pytorch (always), onnxruntime, openvino: runtimes the trained YOLOX '
                         'detectors are timed in too (Cascade R-CNN rows get a note)')
+    parser.add_argument('--int8', action='store_true',
+                        help='an INT8 row for each runtime of --backends too, calibrated on the '
+                        'training images, timed and tested in that runtime')
     parser.add_argument('--seeds', type=int, default=1,
                         help='train every run this many times (seeds 0..N-1; default 1): the '
                         'report gives mean, standard deviation and every seed\'s mAP')
@@ -68,7 +71,7 @@ def main():
             heads=args.heads, backbones=args.backbones, epochs=args.epochs,
             epochs_by_head={'cascade': args.cascade_epochs}, size=args.size,
             bench_iters=args.bench_iters, threads=args.threads, precision=args.precision,
-            backends=args.backends, seeds=args.seeds, retime=args.retime)
+            backends=args.backends, int8=args.int8, seeds=args.seeds, retime=args.retime)
         run_demo(settings, args.work_dir, args.data, args.num_train, args.num_val)
     except (ComparisonError, ConfigError, DatasetError, RunFailures) as err:
         raise SystemExit(f'error: {err}') from None

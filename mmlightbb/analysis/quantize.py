@@ -19,6 +19,7 @@ detector's data preprocessor, so they reach the graph exactly as test images do.
 import argparse
 import dataclasses
 import glob
+import json
 import os
 import os.path as osp
 import shutil
@@ -34,11 +35,12 @@ from mmdet.structures.bbox import bbox_overlaps
 from mmengine.dataset import pseudo_collate
 from mmengine.registry import init_default_scope
 
+from ..engine.config import load_config
 from ..engine.fileio import atomic_files
 from .export import ExportError, export_model, require
 
 __all__ = ['IMAGE_SUFFIXES', 'MIN_CALIBRATION_IMAGES', 'QuantizationSettings',
-           'add_quantization_args', 'export_int8',
+           'add_quantization_args', 'export_int8', 'export_graph', 'link_annotated_images',
            'find_images', 'preprocessed_inputs', 'quantize_exported', 'map50_of_runtime',
            'detection_agreement']
 
@@ -105,6 +107,38 @@ def export_int8(module, model, cfg, shape: Tuple[int, int], out: str, fmt: str,
         drop = quantize_exported(model, cfg, fp32, fmt, out, calibration, settings.max_drop,
                                  settings.val_images)
     return Int8Export(first, len(calibration), drop)
+
+
+def export_graph(module, model, x: torch.Tensor, path: str, fmt: str,
+                 quantization: Optional[QuantizationSettings] = None,
+                 source: Optional[dict] = None) -> str:
+    """``module`` (prepared from the detector ``model``) exported on the input ``x`` to ``path``:
+    the fp32 graph, or with ``quantization`` that graph quantized to INT8 (:func:`export_int8`),
+    calibrated through the test pipeline of ``source['config']`` (and its ``cfg_options``)."""
+    if quantization is None:
+        return export_model(module, x, path, fmt)
+    if not (source or {}).get('config'):
+        raise ExportError('INT8 calibrates through the test pipeline of the detector\'s config: '
+                          'pass source=dict(config=...)')
+    cfg = load_config(source['config'], source.get('cfg_options'))
+    export_int8(module, model, cfg, tuple(x.shape[-2:]), path, fmt, quantization)
+    return path
+
+
+def link_annotated_images(ann_file: str, image_root: str, folder: str) -> str:
+    """``folder`` (made, or emptied of earlier links) holding a link to every image of the COCO
+    annotation file ``ann_file`` (``file_name`` relative to ``image_root``): e.g. the training
+    split as calibration images, so that calibration never sees the test images."""
+    with open(ann_file) as f:
+        images = json.load(f)['images']
+    os.makedirs(folder, exist_ok=True)
+    for name in os.listdir(folder):
+        if osp.islink(osp.join(folder, name)):
+            os.remove(osp.join(folder, name))
+    for i, image in enumerate(images):
+        src = osp.abspath(osp.join(image_root, image['file_name']))
+        os.symlink(src, osp.join(folder, f'{i:05d}{osp.splitext(src)[1]}'))
+    return folder
 
 
 def find_images(folder: str, count: int) -> List[str]:

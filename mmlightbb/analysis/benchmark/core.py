@@ -13,13 +13,13 @@ import torch
 from torch import nn
 
 from ..complexity import count_macs, count_params
-from ...engine.precision import (TORCH_DTYPE_NAMES, autocast_compute, autocast_context,
+from ...engine.precision import (autocast_compute, autocast_context,
                                  resolve_precision)
 from .inputs import (backbone_layout, build_detector, conv_input_layouts, count_bn, deploy_model,
                      find_test_scale, flatten_outputs, in_channels_of, load_test_batches,
                      make_batch, max_rel_diff)
 from .profile import profile_ops
-from .settings import BenchmarkSettings
+from .settings import BenchmarkSettings, input_dtype
 from .timing import cpu_name, matmul_peak_gflops, summarize, time_fn, versions
 
 __all__ = ['SCHEMA_VERSION', 'MACS_COUNTER', 'benchmark', 'run_benchmark']
@@ -74,11 +74,16 @@ def _benchmark(model, s: BenchmarkSettings, batches, images_info, source):
         require(s.backend)
         if not s.backbone_only:
             yolox_head(model)
-    precision, precision_note = resolve_precision(s.precision, device, warn=False)
+    if s.precision == 'int8':
+        precision, precision_note = 'int8', (
+            f'the exported graph quantized to INT8, calibrated on up to '
+            f'{s.quantization.calib_images} images of {s.quantization.calib}')
+    else:
+        precision, precision_note = resolve_precision(s.precision, device, warn=False)
     if precision != s.precision:  # bf16 without native support: fp32, said in one line
         print(f'warning: {precision_note}', file=sys.stderr)
     fp16 = precision == 'fp16'
-    dtype = TORCH_DTYPE_NAMES[precision]
+    dtype = input_dtype(precision)
     mode = ('backbone_only' if s.backbone_only else
             'test_step' if s.backend == 'pytorch' else 'exported_detector')
     real = batches is not None
@@ -140,7 +145,8 @@ def _benchmark(model, s: BenchmarkSettings, batches, images_info, source):
     workdir = None
     if s.backend != 'pytorch':
         # here, not at the top: analysis.export builds on this package's inputs module
-        from ..export import export_model, load_runtime, prepare_for_export, prepare_with_nms
+        from ..export import load_runtime, prepare_for_export, prepare_with_nms
+        from ..quantize import export_graph
         from ..runtime_profile import profile_openvino
         fmt = 'onnx' if s.backend == 'onnxruntime' else 'openvino'
         if s.backbone_only:
@@ -153,8 +159,9 @@ def _benchmark(model, s: BenchmarkSettings, batches, images_info, source):
             exported = ('the exported detector: backbone, neck, head, box decoding and NMS; '
                         'the normalisation before it is not in the graph')
         workdir = tempfile.TemporaryDirectory(prefix='mmlightbb-bench-')
-        path = export_model(module, x, os.path.join(
-            workdir.name, 'model.onnx' if fmt == 'onnx' else 'model.xml'), fmt)
+        path = export_graph(module, timed, x, os.path.join(
+            workdir.name, 'model.onnx' if fmt == 'onnx' else 'model.xml'), fmt,
+            s.quantization, source)
         runtime_threads = s.threads or threads_used
         run = load_runtime(path, fmt, runtime_threads, precision)  # session creation, untimed
         with torch.no_grad():
@@ -162,7 +169,7 @@ def _benchmark(model, s: BenchmarkSettings, batches, images_info, source):
         export_check = dict(
             max_rel_diff=_runtime_max_rel_diff(ref, run(x.numpy())),
             fp32_max_rel_diff=(_runtime_max_rel_diff(ref, load_runtime(path, fmt)(x.numpy()))
-                               if precision != 'fp32' else None),
+                               if precision == 'bf16' else None),
             runtime_threads=runtime_threads,
             compared=f'{s.backend} ({precision}) vs the PyTorch '
                      f"{'backbone' if s.backbone_only else 'detections'} (fp32) on one "

@@ -1,10 +1,13 @@
 """What one benchmark run measures: :class:`BenchmarkSettings`, validated once when made."""
 import dataclasses
-from typing import Optional, Tuple
+from typing import TYPE_CHECKING, Optional, Tuple
 
 import torch
 
 from ...engine.precision import PRECISIONS, TORCH_DTYPE_NAMES, resolve_precision
+
+if TYPE_CHECKING:  # analysis.quantize builds on analysis.export, which builds on this package
+    from ..quantize import QuantizationSettings
 
 __all__ = ['BenchmarkSettings', 'BACKENDS', 'RUNTIME_PRECISIONS']
 
@@ -27,7 +30,9 @@ class BenchmarkSettings:
     ``precision='fp16'``. ``backend`` 'onnxruntime' / 'openvino' times the exported (ONNX) model in
     that runtime instead of PyTorch (CPU, deployed): the backbone with ``backbone_only``, else the
     YOLOX detector with box decoding and NMS in the graph (batch 1; other detectors raise
-    ``ExportError`` when benchmarked).
+    ``ExportError`` when benchmarked). ``precision='int8'`` (runtimes, whole detector) times that
+    graph quantized as ``tools/export.py --precision int8`` quantizes it, calibrated as
+    ``quantization`` says through the config of the benchmark's ``source``.
     """
     shape: Optional[Tuple[int, int]] = None
     batch_size: int = 1
@@ -46,6 +51,7 @@ class BenchmarkSettings:
     profile_iters: int = 3
     peak_size: int = 2048
     progress: bool = True
+    quantization: Optional['QuantizationSettings'] = None
 
     def __post_init__(self):
         if self.shape is not None:
@@ -66,9 +72,14 @@ class BenchmarkSettings:
         if self.device == 'cuda' and not torch.cuda.is_available():
             raise ValueError('device cuda requested but torch.cuda.is_available() is False '
                              f'(torch {torch.__version__}); use --device cpu')
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got "
-                             f'{self.precision!r}')
+        if self.precision == 'int8':
+            self._check_int8()
+        elif self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS + ('int8', ))}, "
+                             f'got {self.precision!r}')
+        elif self.quantization is not None:
+            raise ValueError(f'quantization settings are for precision int8, not '
+                             f'{self.precision}; drop them or use precision int8')
         if self.fp16:  # the older flag: an alias of precision='fp16'
             if self.precision not in ('fp32', 'fp16'):
                 raise ValueError(f'--fp16 and --precision {self.precision} exclude each other; '
@@ -106,10 +117,27 @@ class BenchmarkSettings:
             raise ValueError('--shape and --real-images exclude each other (the test pipeline '
                              'sizes real images); drop one')
 
+    def _check_int8(self):
+        if self.backend == 'pytorch':
+            raise ValueError('precision int8 runs an INT8 graph in a runtime: use --backend '
+                             'openvino or onnxruntime (PyTorch runs fp32, bf16 or fp16)')
+        if self.backbone_only:
+            raise ValueError('precision int8 times the quantized detector; drop --backbone-only '
+                             '(benchmarks/deploy_targets.py times INT8 backbones)')
+        if self.quantization is None:
+            raise ValueError('precision int8 needs calibration images: --calib FOLDER of '
+                             'training images (quantization=QuantizationSettings(calib=...))')
+
     @property
     def dtype(self) -> str:
-        """The requested compute dtype (the result's ``settings.dtype`` says what ran)."""
-        return TORCH_DTYPE_NAMES[self.precision]
+        """The requested compute dtype (the result's ``settings.dtype`` says what ran); an INT8
+        graph takes float32 input and quantizes it inside."""
+        return input_dtype(self.precision)
+
+
+def input_dtype(precision: str) -> str:
+    """The dtype of what the timed unit takes at ``precision``."""
+    return 'float32' if precision == 'int8' else TORCH_DTYPE_NAMES[precision]
 
 
 def _is_count(value, minimum: int) -> bool:

@@ -108,7 +108,8 @@ def _uncertainty_lines(result: dict) -> List[str]:
         seeds = r.get('seeds') or [r.get('seed')]
         per_seed = r.get('map_seeds') or []
         lines.append(' | '.join([
-            f"| {r['name']}", r['backend'] or '-',
+            f"| {r['name']}", (r['backend'] or '-') + (  # an INT8 row beside the fp32 one
+                f" {r['precision']}" if r.get('precision') not in (None, 'fp32') else ''),
             ', '.join('-' if x is None else str(x) for x in seeds),
             MISSING if r['map'] is None else f"{r['map']:.3f}" + (
                 '' if r.get('map_std') is None else f" ± {r['map_std']:.3f}"),

@@ -14,6 +14,7 @@ from ...engine import last_complete_checkpoint
 from .. import detector_configs as dc
 from ..benchmark import BenchmarkSettings
 from ..compare import BENCHMARK, run_compare
+from ..quantize import QuantizationSettings, link_annotated_images
 from .plan import (DEFAULT, FEW_ITERS, QUICK, RUN_INFO, TEST_METRICS, ComparisonError,
                    check_precision_and_backends, default_epochs, default_size, epochs_text,
                    plan_runs, read_json, run_settings, run_state, runtime_timed, saved_settings,
@@ -24,6 +25,9 @@ from .launchers import make_launcher
 from .settings import ComparisonSettings
 from .testset import bootstrap_is_current, write_bootstrap
 from .timing import TIMING, entry_key, time_side_by_side
+
+
+INT8_CALIBRATION = 'int8_calibration'  # OUT/<it>: links to the training images (--int8)
 
 
 class RunFailures(RuntimeError):
@@ -76,9 +80,16 @@ def _setup(summary: dict, runs: List[dict], epochs_by_head: Dict[str, int], size
                      'input (the preprocessor, in test_step, is not in the graph); its mAP is '
                      'tested in that runtime (mmdet\'s test loop on its detections; the '
                      'difference to PyTorch is in the notes)')
+    if s.int8:
+        lines.append(f"* int8 rows: each runtime's exported graph quantized to INT8 (OpenVINO: "
+                     'NNCF, MIXED preset; ONNX Runtime: quantize_static, QDQ, per-channel '
+                     'weights; box decoding and NMS stay float), calibrated on up to '
+                     f'{QuantizationSettings.calib_images} training images through the test '
+                     'pipeline, timed and tested in that runtime like the other rows')
     return dict(lines=lines, data=summary, epochs=epochs_by_head, size=size,
                 batch_size=s.batch_size, device=s.device, threads=threads, precision=precision,
-                backends=list(backends), seeds=list(seeds), bootstrap=s.bootstrap)
+                backends=list(backends), int8=s.int8, seeds=list(seeds),
+                bootstrap=s.bootstrap)
 
 
 # ----------------------------------------------------------------------------- the whole job
@@ -160,7 +171,16 @@ def _compare(data: str, out_dir: str, s: ComparisonSettings, threads: int, preci
     clock.log(f'{len(runs)} runs: {", ".join(r["name"] for r in runs)}; {heads_epochs}, '
               f'{size}x{size} ({size_note}), batch {s.batch_size}, {s.device}, {threads} '
               f'threads, test and benchmarks in {precision}, timed in {", ".join(backends)}'
+              + (f" (and {', '.join(s.runtimes)} int8)" if s.int8 else '')
               + (f"; seeds {', '.join(map(str, seeds))}" if len(seeds) > 1 else ''))
+
+    quantization = None
+    if s.int8:  # the training split only: calibration never sees the test images
+        quantization = QuantizationSettings(link_annotated_images(
+            summary['train']['file'], summary['root'], osp.join(out_dir, INT8_CALIBRATION)))
+        clock.log(f"int8: each runtime's graph quantized on up to {quantization.calib_images} "
+                  f'of the {summary["train"]["images"]} training images '
+                  f'({osp.join(out_dir, INT8_CALIBRATION)})')
 
     # every run's settings are checked before anything is trained; the first seed of every run
     # trains first, so that a stopped comparison is a whole one with fewer seeds
@@ -182,11 +202,15 @@ def _compare(data: str, out_dir: str, s: ComparisonSettings, threads: int, preci
             shape = test_input_shape(run['head'], size, summary['image_size'])
             # the first seed is timed in every backend; the others' PyTorch benchmark records
             # what was timed and marks them finished
-            job['benches'] = [
-                BenchmarkSettings(shape=shape, deploy=True, warmup=s.bench_warmup,
-                                  iters=s.bench_iters, threads=threads, device=s.device,
-                                  precision=precision, backend=backend, progress=False)
-                for backend in (backends if job['first'] else ['pytorch'])]
+            bench = BenchmarkSettings(shape=shape, deploy=True, warmup=s.bench_warmup,
+                                      iters=s.bench_iters, threads=threads, device=s.device,
+                                      precision=precision, progress=False)
+            job['benches'] = [dataclasses.replace(bench, backend=backend)
+                              for backend in (backends if job['first'] else ['pytorch'])]
+            if job['first'] and quantization is not None:
+                job['benches'] += [dataclasses.replace(bench, backend=backend, precision='int8',
+                                                       quantization=quantization)
+                                   for backend in s.runtimes]
             jobs.append(job)
 
     num_workers = 0 if s.device == 'cpu' else min(4, os.cpu_count() or 1)
@@ -207,7 +231,7 @@ def _compare(data: str, out_dir: str, s: ComparisonSettings, threads: int, preci
                     f"VOC mAP50 {fmt_map(m.get('pascal_voc/mAP'))}")
             clock.log(f'{prefix}: already done, skipped ({what}, '
                       f"{b.get('fps', float('nan')):.1f} FPS)"
-                      + (f"; timing it in {', '.join(bench.backend for bench in untimed)}"
+                      + (f"; timing it in {', '.join(_side(bench) for bench in untimed)}"
                          if untimed else ''))
             if not untimed:
                 continue
@@ -219,7 +243,7 @@ def _compare(data: str, out_dir: str, s: ComparisonSettings, threads: int, preci
         try:
             if untimed:
                 time_backends_of_finished_run(job, run_dir, untimed, clock, prefix)
-                added += [f"{job['name']} {bench.backend}" for bench in untimed
+                added += [f"{job['name']} {_side(bench)}" for bench in untimed
                           if job['state'] == 'done']
                 continue
             cfg = dc.build_config(job['head'], job['family'], job['arch'], summary, run_dir,
@@ -303,6 +327,10 @@ def _compare(data: str, out_dir: str, s: ComparisonSettings, threads: int, preci
                           f'the report in {report} has the others. Run the command again to retry '
                           'them (finished runs are kept)')
     return out
+
+
+def _side(bench) -> str:
+    return bench.backend if bench.backend == 'pytorch' else f'{bench.backend} {bench.precision}'
 
 
 def _fail(job: dict, err: BaseException, failures: List[str], clock: Clock):

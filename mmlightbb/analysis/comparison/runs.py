@@ -21,7 +21,8 @@ from ...engine.precision import use_autocast_test_loop
 from ...engine.runner import build_runner
 from ..benchmark import SCHEMA_VERSION, benchmark, build_detector
 from ..compare import benchmark_file_name, variant_file
-from ..export import ExportError, export_with_nms, exported_predictions
+from ..export import ExportError, export_with_nms, exported_predictions, prepare_with_nms
+from ..quantize import QuantizationSettings, export_int8
 from ..uncertainty import DETECTIONS
 from .plan import RUN_INFO, TEST_METRICS, epochs_text, read_json
 from .testset import detections_hook
@@ -212,7 +213,8 @@ def time_backends(model, run_dir: str, benches: list, source: dict, clock: Clock
             if bench.backend != 'pytorch' and test:
                 try:
                     test_in_runtime(run_dir, source, bench.backend, bench.precision,
-                                    bench.shape, bench.threads, clock, prefix)
+                                    bench.shape, bench.threads, clock, prefix,
+                                    bench.quantization)
                 except Exception as err:  # the row keeps its speed and says why it has no mAP
                     result['test_note'] = f'not tested in {what}: {last_line(err)}'
                     clock.log(f"{prefix}: {result['test_note']}")
@@ -222,12 +224,11 @@ def time_backends(model, run_dir: str, benches: list, source: dict, clock: Clock
 
 def test_in_runtime(run_dir: str, source: dict, backend: str, precision: str,
                     shape: Sequence[int], threads: int, clock: Clock, prefix: str,
-                    export: Optional[Callable] = None) -> dict:
+                    quantization: Optional[QuantizationSettings] = None) -> dict:
     """The run's test, with mmdet's test loop and metrics, on the detections of its checkpoint
     exported at ``shape`` (decoding and NMS in the graph) and run in ``backend`` at ``precision``
-    (:func:`test_run`), for the runtime row's own mAP and interval. ``export(model, shape, path,
-    fmt)`` writes the graph: None for :func:`~..export.export_with_nms`, or e.g. an INT8
-    quantization of it."""
+    (:func:`test_run`), for the runtime row's own mAP and interval; at 'int8' the graph is
+    quantized as ``quantization`` says (:func:`~..quantize.export_int8`)."""
     info = read_json(osp.join(run_dir, RUN_INFO))
     cfg = Config.fromfile(source['config'])
     cfg.test_dataloader.batch_size = 1  # the exported graph's batch
@@ -237,7 +238,11 @@ def test_in_runtime(run_dir: str, source: dict, backend: str, precision: str,
     fmt = 'onnx' if backend == 'onnxruntime' else 'openvino'
     with tempfile.TemporaryDirectory(prefix='mmlightbb-runtime-test-') as folder:
         path = osp.join(folder, 'detector.onnx' if fmt == 'onnx' else 'detector.xml')
-        (export or export_with_nms)(model, tuple(shape), path, fmt)
+        if precision == 'int8':
+            export_int8(prepare_with_nms(model, tuple(shape)), model, cfg, tuple(shape), path,
+                        fmt, quantization)
+        else:
+            export_with_nms(model, tuple(shape), path, fmt)
         with exported_predictions(runner.model, path, fmt, threads, precision):
             return test_run(runner, run_dir, precision, len(info['settings']['classes']),
                             clock, prefix, backend)

@@ -24,7 +24,9 @@ class ComparisonSettings:
     every mmlightbb family and each head's baseline (``quick``: the small ones). ``seeds``
     trains every run with seeds ``seed`` .. ``seed + seeds - 1``; ``bootstrap`` is the number of
     resamples of the test images behind each mAP interval; ``retime`` times every finished run
-    side by side again. ``device`` None: CUDA when there is one. Where the runs train
+    side by side again. ``int8`` adds an INT8 row for every runtime of ``backends``: the
+    runtime's graph quantized (:mod:`~..quantize`), calibrated on the training split, timed and
+    tested in that runtime beside its ``precision`` row. ``device`` None: CUDA when there is one. Where the runs train
     (:mod:`.launchers`): ``launcher`` 'local' (this machine) or 'slurm' (one Slurm job per run
     on ``partition``, ``time_limit`` HH:MM:SS, extra ``slurm_args`` for sbatch; ``wait`` False
     submits and returns); ``parallel`` K runs at once on disjoint cores or GPUs (local);
@@ -51,6 +53,7 @@ class ComparisonSettings:
     seeds: int = 1
     precision: str = 'fp32'
     backends: Tuple[str, ...] = ('pytorch', )
+    int8: bool = False
     bootstrap: int = RESAMPLES
     retime: bool = False
     launcher: str = 'local'
@@ -88,6 +91,9 @@ class ComparisonSettings:
             raise ComparisonError(f'--size must be a multiple of 32 (the detectors downsample by '
                                   f'32), got {self.size}; e.g. '
                                   f'{32 * max(1, round(self.size / 32))}')
+        if self.int8 and not self.runtimes:
+            raise ComparisonError('--int8 quantizes the runtimes of --backends; add --backends '
+                                  'openvino (or onnxruntime)')
         device = self.device or ('cuda' if torch.cuda.is_available() else 'cpu')
         if device not in ('cpu', 'cuda'):
             raise ComparisonError(f"--device must be 'cpu' or 'cuda', got {device!r}")
@@ -135,6 +141,11 @@ class ComparisonSettings:
     def in_process(self) -> bool:
         """Whether the runs train one after another in this process (the default)."""
         return self.launcher == 'local' and self.parallel == 1 and self.gpus_per_run == 1
+
+    @property
+    def runtimes(self) -> Tuple[str, ...]:
+        """The export runtimes of ``backends`` (PyTorch aside), each once."""
+        return tuple(b for b in dict.fromkeys(self.backends) if b != 'pytorch')
 
     @property
     def seed_list(self) -> Tuple[int, ...]:

@@ -7,7 +7,8 @@ inter-quartile range, and when, where and how the timing ran.
 What one call times is what the run's own benchmark times: PyTorch the deployed detector's whole
 ``test_step`` (preprocessing, backbone, neck, head, box decoding and NMS) on one synthetic uint8
 image at the test size, batch 1, in the comparison's precision; a runtime the exported YOLOX
-detector with decoding and NMS on the normalised input (no preprocessing). A run is timed with its
+detector with decoding and NMS on the normalised input (no preprocessing), its INT8 graph
+calibrated as the run's own benchmark calibrates it. A run is timed with its
 first seed's last checkpoint (the seeds share the architecture; the weights change only how many
 boxes reach NMS, on random pixels as much as on any).
 """
@@ -25,7 +26,8 @@ from ...engine.precision import autocast_compute
 from ..benchmark import build_detector, cpu_name, deploy_model, time_interleaved
 from ..benchmark.inputs import in_channels_of, make_batch
 from ..complexity import count_macs, count_params
-from ..export import export_model, load_runtime, prepare_with_nms, require
+from ..export import load_runtime, prepare_with_nms, require
+from ..quantize import export_graph
 from ..uncertainty import latency_stats
 from .runs import last_line
 
@@ -50,7 +52,7 @@ def _pytorch_call(model, bench) -> Callable[[], object]:
     return call
 
 
-def _runtime_call(model, bench, stem: str) -> Callable[[], object]:
+def _runtime_call(model, bench, stem: str, source: dict) -> Callable[[], object]:
 
     require('onnx')
     require(bench.backend)
@@ -58,7 +60,8 @@ def _runtime_call(model, bench, stem: str) -> Callable[[], object]:
     batch = make_batch(1, bench.shape, in_channels_of(model))
     x = model.data_preprocessor(copy.copy(batch), False)['inputs'].float()
     module = prepare_with_nms(model, tuple(x.shape[-2:]), deploy=False)
-    path = export_model(module, x, stem + ('.onnx' if fmt == 'onnx' else '.xml'), fmt)
+    path = export_graph(module, model, x, stem + ('.onnx' if fmt == 'onnx' else '.xml'), fmt,
+                        bench.quantization, source)
     run = load_runtime(path, fmt, bench.threads, bench.precision)
     arr = x.numpy()
     return lambda: run(arr)
@@ -111,7 +114,7 @@ def time_side_by_side(runs: List[dict], rounds: int, warmup: int, threads: int, 
                     try:
                         calls[key] = (_pytorch_call(model, bench) if bench.backend == 'pytorch'
                                       else _runtime_call(model, bench, osp.join(
-                                          workdir, str(len(entries)))))
+                                          workdir, str(len(entries))), run))
                     except Exception as err:
                         if bench.backend == 'pytorch':
                             raise
