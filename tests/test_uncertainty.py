@@ -1,6 +1,7 @@
 """mmlightbb.analysis.uncertainty: the bootstrap's mAP is mmdet's eval_map / pycocotools' COCOeval
 on the drawn images, perfect detections give [1, 1], two seeds of one model are a tie while a
-better model is ranked, and interleaved timing holds a latency ratio under a CPU-heavy neighbour.
+better model is ranked, and interleaved timing holds a latency ratio under a CPU-heavy neighbour
+and is not slowed by the threads the previous side left spinning.
 """
 import contextlib
 import io
@@ -233,3 +234,47 @@ def test_interleaved_timing_holds_the_ratio_beside_a_cpu_heavy_process():
     ratio = unc.fps_ratio(samples['model'], samples['delayed'], paired=True)
     assert ratio['ratio'] == pytest.approx(2.0, rel=0.10), ratio
     assert ratio['holds'] and ratio['paired']
+
+
+def _spin_after_each_signal(go, stop, spin_ms):
+    """What a runtime's worker threads do after a call returns: burn a core for ``spin_ms``."""
+    while not stop.is_set():
+        if go.wait(0.05):
+            go.clear()
+            end = time.perf_counter() + spin_ms / 1000
+            while time.perf_counter() < end:
+                pass
+
+
+def _matmuls(n=256):
+    a = torch.randn(n, n, generator=torch.Generator().manual_seed(0))
+    for _ in range(12):
+        a = torch.tanh(a @ a / n)
+    return a
+
+
+@pytest.mark.slow
+def test_a_side_is_timed_after_the_previous_sides_threads_stop_spinning():
+    """A side whose call leaves a core spinning for 20 ms after it returns (as ONNX Runtime's
+    pool does) and a 2-thread side timed round-robin: with the settle calls, the 2-thread side
+    keeps its own latency; timed call for call (settle_ms=0) it is slowed, so the test can fail."""
+    from mmlightbb.analysis.benchmark import time_interleaved
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    go, stop = multiprocessing.Event(), multiprocessing.Event()
+    spinner = multiprocessing.Process(target=_spin_after_each_signal, args=(go, stop, 20),
+                                      daemon=True)
+    spinner.start()
+    try:
+        time.sleep(0.2)
+        alone = np.median(time_interleaved({'work': _matmuls}, iters=30, warmup=3)['work'])
+        sides = {'spinning': go.set, 'work': _matmuls}
+        settled = np.median(time_interleaved(sides, iters=30, warmup=3)['work'])
+        call_for_call = np.median(time_interleaved(sides, iters=30, warmup=3,
+                                                   settle_ms=0)['work'])
+    finally:
+        stop.set()
+        spinner.join(5)
+        torch.set_num_threads(threads)
+    assert settled / alone < 1.2, (alone, settled, call_for_call)
+    assert call_for_call / alone > 1.3, (alone, settled, call_for_call)

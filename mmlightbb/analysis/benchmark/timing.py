@@ -71,14 +71,23 @@ def time_fn(fn: Callable[[], object], iters: int, warmup: int, device: str = 'cp
     return samples
 
 
+# untimed calls at the start of every turn of time_interleaved last at least this long: a runtime's
+# worker threads go on spinning for a while after a call returns (ONNX Runtime's intra-op pool,
+# OpenVINO's, OpenMP's) and the caches hold the previous side's weights
+SETTLE_MS = 30.0
+
+
 def time_interleaved(fns: Dict[str, Callable[[], object]], iters: int,
-                     warmup: int = 1) -> Dict[str, List[float]]:
+                     warmup: int = 1, settle_ms: float = SETTLE_MS) -> Dict[str, List[float]]:
     """Time several sides alternately, the order reversed every other round (A, B, C, C, B, A,
     A, ...): load from elsewhere on a shared machine then hits every side alike, so their ratios
     hold when absolute times do not. Reversing matters on a busy CPU: a side that always ran
-    right after a long one would start with the process's time slice used up (measured with a
-    CPU-burning neighbour on 2 cores: a 2x latency ratio read 1.4-1.8x in a fixed order, 1.9-2.0x
-    reversed).
+    right after a long one would start with the process's time slice used up.
+
+    Each turn of a side starts with untimed calls of it (at least one, for at least ``settle_ms``)
+    and then times one call: without them, a side timed right after another runtime's call runs
+    beside that runtime's still-spinning threads and with the other side's weights in the caches,
+    which slows small, fast graphs most. ``settle_ms=0`` times every call.
 
     Each side runs ``warmup`` times (discarded), then ``iters`` timed rounds; returns each side's
     latencies in ms (round i of every side at index i), under ``torch.no_grad()``.
@@ -90,6 +99,11 @@ def time_interleaved(fns: Dict[str, Callable[[], object]], iters: int,
                 fn()
         for i in range(iters):
             for name, fn in (list(fns.items())[::-1] if i % 2 else fns.items()):
+                if settle_ms > 0:
+                    turn = time.perf_counter()
+                    fn()
+                    while (time.perf_counter() - turn) * 1000.0 < settle_ms:
+                        fn()
                 start = time.perf_counter()
                 fn()
                 samples[name].append((time.perf_counter() - start) * 1000.0)

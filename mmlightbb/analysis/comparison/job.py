@@ -13,6 +13,7 @@ from ...datasets.folder_layouts import DatasetError, format_summary, prepare_dat
 from ...engine import last_complete_checkpoint
 from .. import detector_configs as dc
 from ..benchmark import BenchmarkSettings
+from ..benchmark.timing import SETTLE_MS
 from ..compare import BENCHMARK, run_compare
 from ..quantize import QuantizationSettings, link_annotated_images
 from .plan import (DEFAULT, FEW_ITERS, QUICK, RUN_INFO, TEST_METRICS, ComparisonError,
@@ -394,8 +395,10 @@ def _time_side_by_side(jobs: List[dict], s: ComparisonSettings, threads: int, ou
         return None
     wanted = {entry_key(r['name'], b.backend, b.precision) for r in timed for b in r['benches']}
     old = read_json(path)
+    # a timing.json without settle_ms timed each call right after another runtime's: measured again
     if old and not s.retime and not changed and set(old.get('entries', {})) == wanted and \
-            old.get('rounds') == s.bench_iters and old.get('threads') == threads:
+            old.get('rounds') == s.bench_iters and old.get('threads') == threads and \
+            old.get('settle_ms') == SETTLE_MS:
         clock.log(f"timing: {TIMING} of {old['started']} holds every run; --retime to time "
                   'them again')
         return old

@@ -24,6 +24,7 @@ from torch import nn
 
 from ...engine.precision import autocast_compute
 from ..benchmark import build_detector, cpu_name, deploy_model, time_interleaved
+from ..benchmark.timing import SETTLE_MS
 from ..benchmark.inputs import in_channels_of, make_batch
 from ..complexity import count_macs, count_params
 from ..export import load_runtime, prepare_with_nms, require
@@ -120,7 +121,8 @@ def time_side_by_side(runs: List[dict], rounds: int, warmup: int, threads: int, 
                             raise
                         entries[key]['note'] = last_line(err)
             log(f'timing {len(calls)} detectors side by side: {rounds} rounds, each round every '
-                f'one once (order reversed every other round), {threads} threads, {device}')
+                f'one once (order reversed every other round, each turn after {SETTLE_MS:g} ms '
+                f'of untimed calls), {threads} threads, {device}')
             started = datetime.datetime.now().isoformat(timespec='seconds')
             samples = time_interleaved(calls, rounds, warmup)
             finished = datetime.datetime.now().isoformat(timespec='seconds')
@@ -130,8 +132,12 @@ def time_side_by_side(runs: List[dict], rounds: int, warmup: int, threads: int, 
         entries[key].update(samples_ms=values, **latency_stats(values))
     return dict(started=started, finished=finished, host=platform.node(), cpu=cpu_name(),
                 device=device, threads=threads, rounds=rounds, warmup=warmup,
+                settle_ms=SETTLE_MS,
                 how='after all training, in one process, every detector once per round '
-                    '(order reversed every other round), batch 1; PyTorch: the whole test_step '
+                    '(order reversed every other round; each turn timed after untimed calls of '
+                    f'the same detector for at least {SETTLE_MS:g} ms, so that the previous '
+                    "detector's runtime threads are quiet and the caches hold this one), batch 1; "
+                    'PyTorch: the whole test_step '
                     '(preprocessing, network, box decoding, NMS) on a synthetic image at the test '
                     'size; runtimes: the exported detector with decoding and NMS, without the '
                     'preprocessing', entries=entries, complexity=complexity)
