@@ -152,12 +152,12 @@ def test_a_backend_added_to_a_finished_run_is_timed_without_training(voc_one_cla
         res = compare_backbones(voc_one_class, out, log=lines.append, **kw)
     text = '\n'.join(lines)
     assert ('yolox_fasternet_t0: already done, skipped' in text
-            and 'timing it in onnxruntime, openvino' in text)
+            and 'timing it in onnxruntime fp32, openvino fp32' in text)
     assert 'training 1 epochs' not in text and 'resuming' not in text
     assert 'test VOC mAP50' not in text
     assert "openvino fp32 not timed: the python package 'openvino' is not installed" in text
     assert ('(0 trained now, 1 reused, 0 failed; backends added to finished runs: '
-            'yolox_fasternet_t0 onnxruntime, yolox_fasternet_t0 openvino)') in text
+            'yolox_fasternet_t0 onnxruntime fp32, yolox_fasternet_t0 openvino fp32)') in text
     assert {name: os.stat(osp.join(run_dir, name)).st_mtime_ns for name in finished} == mtimes
     ort = json.load(open(osp.join(run_dir, 'benchmark-onnxruntime-fp32.json')))
     s = ort['settings']
@@ -189,7 +189,7 @@ def test_a_backend_added_to_a_finished_run_is_timed_without_training(voc_one_cla
     lines.clear()
     compare_backbones(voc_one_class, out, log=lines.append, **kw)
     text = '\n'.join(lines)
-    assert 'timing it in openvino' in text and 'openvino fp32: ' in text
+    assert 'timing it in openvino fp32' in text and 'openvino fp32: ' in text
     assert 'training 1 epochs' not in text
     assert os.stat(osp.join(run_dir, 'benchmark-onnxruntime-fp32.json')).st_mtime_ns == ort_mtime
     assert json.load(open(osp.join(run_dir, 'benchmark-openvino-fp32.json')))['fps'] > 0
