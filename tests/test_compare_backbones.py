@@ -294,34 +294,37 @@ def test_the_runtime_rows_own_test_gives_its_map_interval_and_difference(tmp_pat
 def test_int8_rows_are_quantized_on_the_training_split_timed_and_tested_in_the_runtime(tmp_path):
     """--int8 added to a finished comparison: each runtime gets an INT8 row beside its fp32 row,
     calibrated on links to the training images only, timed side by side with the others and
-    tested in that runtime (its own mAP and interval); nothing is trained again."""
+    tested in that runtime (its own mAP and interval); nothing is trained again. Through the
+    command line, so that NNCF and the INT8 runtimes live in their own process."""
     pytest.importorskip('nncf')
     pytest.importorskip('onnxruntime')
-    from mmlightbb.analysis.comparison import compare_backbones
     data = write_voc(str(tmp_path / 'voc'), make_samples(18, ('wreck', ), size=64, seed=5))
     out = str(tmp_path / 'cmp')
-    kw = dict(heads=['yolox'], backbones=['fasternet:t0'], epochs=1, size=64, batch_size=2,
-              bench_iters=1, threads=1, backends=['pytorch', 'onnxruntime', 'openvino'])
-    compare_backbones(data, out, log=lambda line: None, **kw)
+    args = [data, '--out', out, '--heads', 'yolox', '--threads', '1', *TINY, '--backends',
+            'pytorch', 'onnxruntime', 'openvino']
+    proc = _run_cli(args)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     run_dir = osp.join(out, 'yolox_fasternet_t0')
     finished = ('epoch_1.pth', 'test_metrics.json', 'benchmark-openvino-fp32.json')
     mtimes = {name: os.stat(osp.join(run_dir, name)).st_mtime_ns for name in finished}
-    lines = []
-    res = compare_backbones(data, out, log=lines.append, int8=True, **kw)
-    text = '\n'.join(lines)
+    proc = _run_cli(args + ['--int8'])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    text = proc.stdout
     assert 'timing it in onnxruntime int8, openvino int8' in text
     assert 'training 1 epoch' not in text
     assert {name: os.stat(osp.join(run_dir, name)).st_mtime_ns for name in finished} == mtimes
     calib = osp.join(out, 'int8_calibration')
     targets = {os.readlink(osp.join(calib, n)) for n in os.listdir(calib)}
     split = {part: {osp.basename(i['file_name']) for i in
-                    json.load(open(res['data'][part]['file']))['images']}
+                    json.load(open(osp.join(out, 'data', f'{part}.json')))['images']}
              for part in ('train', 'test')}
     assert {osp.basename(t) for t in targets} == split['train']
     assert not split['train'] & split['test']
-    rows = {(r['backend'], r['precision']): r for r in res['result']['rows']}
+    result = json.load(open(osp.join(out, 'report', 'compare.json')))
+    rows = {(r['backend'], r['precision']): r for r in result['rows']}
     assert set(rows) == {('pytorch', 'fp32'), ('onnxruntime', 'fp32'), ('openvino', 'fp32'),
                          ('onnxruntime', 'int8'), ('openvino', 'int8')}
+    timing = json.load(open(osp.join(out, 'timing.json')))
     for backend in ('onnxruntime', 'openvino'):
         bench = json.load(open(osp.join(run_dir, f'benchmark-{backend}-int8.json')))
         assert bench['settings']['precision'] == 'int8' and bench['fps'] > 0, bench
@@ -331,7 +334,7 @@ def test_int8_rows_are_quantized_on_the_training_split_timed_and_tested_in_the_r
         assert row['map'] == own['pascal_voc/mAP'] and row['map_interval'] is not None
         assert row['map_source'] == f'test_metrics-{backend}-int8.json'
         assert f'test in {backend} int8: VOC mAP50' in text
-        assert 'fps' in res['timing']['entries'][f'yolox_fasternet_t0 {backend} int8']
+        assert 'fps' in timing['entries'][f'yolox_fasternet_t0 {backend} int8']
     md = open(osp.join(out, 'report', 'compare.md')).read()
     assert '| openvino | int8 |' in md and '* int8 rows: ' in md
     assert '| yolox_fasternet_t0 | openvino int8 | 0 | ' in md  # told apart from openvino fp32
