@@ -59,6 +59,9 @@ def test_tools_refuse_int8_without_what_it_needs(tmp_path):
     assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].endswith(
         'error: precision int8 runs an INT8 graph in a runtime: use --backend openvino or '
         'onnxruntime (PyTorch runs fp32, bf16 or fp16)')
+    proc = run_tool('tools/benchmark.py', TINY_CFG, '--calib', str(tmp_path))
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].endswith(
+        'error: --calib and --max-drop are for --precision int8')
     proc = run_tool('tools/test.py', TINY_CFG, str(ckpt), '--precision', 'int8')
     assert proc.returncode != 0
     assert proc.stderr.strip().splitlines()[-1].startswith(

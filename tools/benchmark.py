@@ -18,6 +18,8 @@ import os.path as osp
 
 from mmengine.config import DictAction
 
+from mmlightbb.analysis.quantize import add_quantization_args
+
 
 def parse_args():
     parser = argparse.ArgumentParser(description='Benchmark a detector or its backbone')
@@ -61,8 +63,6 @@ def parse_args():
                         'performance counters, by kernel precision and layer type)')
     parser.add_argument('--profile-iters', type=int, default=3,
                         help='iterations profiled with --profile (>= 1)')
-    # here, not at the top: --help without importing torch and mmdet
-    from mmlightbb.analysis.quantize import add_quantization_args
     add_quantization_args(parser)
     parser.add_argument('--out', help='write all settings and numbers to this .json file')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,

@@ -17,8 +17,8 @@ deployed detector at the test scale; OUT/report/ gets compare.md, compare.json, 
 and macs_vs_latency.png, OUT/<run>/<run>.py the config of each run (python tools/train.py runs
 it as it is). --precision is that of every test and benchmark; --backends adds runtimes the
 trained detector is timed in (one report row each) and tested in (the row's own mAP); --int8 adds
-an INT8 row for each of those runtimes (calibrated on the training split). Run it again with the same arguments after an
-interruption: finished runs are skipped, an unfinished one resumes from its last checkpoint; with
+an INT8 row for each of those runtimes (calibrated on the training split). Run it again with the
+same arguments after an interruption: finished runs are skipped, an unfinished one resumes from its last checkpoint; with
 more --backends, finished runs are only timed in the new ones; with more --seeds, only the new
 seeds are trained. Every mAP gets a 95 % bootstrap interval over the test images, the runs are
 timed side by side after all training (--retime: again), and compare.md opens with the verdict of

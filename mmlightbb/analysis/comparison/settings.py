@@ -26,8 +26,8 @@ class ComparisonSettings:
     resamples of the test images behind each mAP interval; ``retime`` times every finished run
     side by side again. ``int8`` adds an INT8 row for every runtime of ``backends``: the
     runtime's graph quantized (:mod:`~..quantize`), calibrated on the training split, timed and
-    tested in that runtime beside its ``precision`` row. ``device`` None: CUDA when there is one. Where the runs train
-    (:mod:`.launchers`): ``launcher`` 'local' (this machine) or 'slurm' (one Slurm job per run
+    tested in that runtime beside its ``precision`` row. ``device`` None: CUDA when there is
+    one. Where the runs train (:mod:`.launchers`): ``launcher`` 'local' (this machine) or 'slurm' (one Slurm job per run
     on ``partition``, ``time_limit`` HH:MM:SS, extra ``slurm_args`` for sbatch; ``wait`` False
     submits and returns); ``parallel`` K runs at once on disjoint cores or GPUs (local);
     ``gpus_per_run`` N processes per run (torchrun locally, srun on Slurm; on CPU N gloo
